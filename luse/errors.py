@@ -1,0 +1,24 @@
+"""One error type for bad input, so every reader reports problems the same way.
+
+The message is one line: ``FILE:LINE: expected WHAT, got WHAT``. Callers catch ``InputError``
+at the command line and print it without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class InputError(ValueError):
+    """Bad user input (a data file, a config, an override): names the place and what was expected."""
+
+    def __init__(self, where: str, expected: str, got: str | None = None, line: int | None = None):
+        self.where, self.line, self.expected, self.got = str(where), line, expected, got
+        place = f"{where}:{line}" if line is not None else str(where)
+        message = f"{place}: expected {expected}"
+        if got is not None:
+            message += f", got {_short(got)}"
+        super().__init__(message)
+
+
+def _short(value: object, limit: int = 80) -> str:
+    text = repr(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

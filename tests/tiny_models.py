@@ -1,0 +1,38 @@
+"""Tiny random checkpoints built on the spot, so the tests need no hub and no downloads."""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def write_vocab(path: Path) -> Path:
+    """Special tokens, ASCII, punctuation and every CJK unified ideograph (character-level Chinese)."""
+    chars = list(string.ascii_lowercase + string.digits + string.punctuation + "，。！？、；：“”（）《》")
+    chars += [chr(c) for c in range(0x4E00, 0x9FA6)]
+    path.write_text("\n".join(SPECIAL + chars) + "\n", encoding="utf-8")
+    return path
+
+
+def make_tiny_model(out: Path, kind: str = "bert", seed: int = 0, hidden: int = 32, layers: int = 2) -> Path:
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast, RoFormerConfig, RoFormerModel
+
+    out.mkdir(parents=True, exist_ok=True)
+    vocab = write_vocab(out / "vocab.txt")
+    tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True, tokenize_chinese_chars=True)
+    size = tokenizer.vocab_size
+    common = dict(vocab_size=size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+                  intermediate_size=hidden * 2, max_position_embeddings=128)
+    torch.manual_seed(seed)
+    if kind == "bert":
+        model = BertModel(BertConfig(**common))
+    elif kind == "roformer":
+        model = RoFormerModel(RoFormerConfig(embedding_size=hidden, **common))
+    else:
+        raise ValueError(kind)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
