@@ -20,5 +20,6 @@ class InputError(ValueError):
 
 
 def _short(value: object, limit: int = 80) -> str:
-    text = repr(value) if not isinstance(value, str) else repr(value)
+    """repr() of the offending value, cut short: one line, whatever the input."""
+    text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."

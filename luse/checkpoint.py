@@ -1,0 +1,105 @@
+"""Crash-safe training checkpoints on top of ``accelerator.save_state``.
+
+A checkpoint is ``OUTPUT/checkpoints/step-00000050/``: accelerate's state (model, optimizer,
+RNG of every process, and the registered scheduler and train state, which holds the data
+position) plus the resolved config. Every process writes into ``.step-00000050.tmp`` (a name
+they all agree on); only when all have finished does the main process rename it into place.
+A kill at any moment leaves either no new checkpoint or a complete one; readers ignore
+leftover ``.tmp`` directories and the next save clears them.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+@dataclass
+class TrainState:
+    """Everything beyond accelerate's own state that resuming needs (registered for checkpointing)."""
+
+    step: int = 0  # optimizer steps taken
+    epoch: int = 0
+    batches_in_epoch: int = 0  # global batches of the current epoch already consumed
+    micro_steps: int = 0  # micro-batches (with gradient accumulation)
+    best_score: float | None = None
+    best_step: int | None = None
+    skipped_steps: int = 0  # non-finite steps skipped with on_nan=skip
+
+    def state_dict(self) -> dict:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+
+
+def checkpoints_dir(output_dir: str | Path) -> Path:
+    return Path(output_dir) / "checkpoints"
+
+
+def list_checkpoints(output_dir: str | Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    root = checkpoints_dir(output_dir)
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := STEP_DIR.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def resolve_resume(resume: str | None, output_dir: str | Path) -> Path | None:
+    """``latest`` -> newest complete checkpoint (None when there is none yet: a fresh start)."""
+    if not resume:
+        return None
+    if resume == "latest":
+        found = list_checkpoints(output_dir)
+        return found[-1] if found else None
+    path = Path(resume)
+    if not path.is_dir():
+        raise FileNotFoundError(f"resume={resume}: no such checkpoint directory")
+    return path
+
+
+def save_checkpoint(accelerator, output_dir: str | Path, step: int, config_yaml: str,
+                    keep: int = 2) -> Path:
+    """Save on every process into a shared temp dir, then publish it with one rename."""
+    root = checkpoints_dir(output_dir)
+    final = root / f"step-{step:08d}"
+    temp = root / f".step-{step:08d}.tmp"
+    if accelerator.is_main_process:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(temp, ignore_errors=True)
+        temp.mkdir()
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(temp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (temp / "config.yaml").write_text(config_yaml, encoding="utf-8")
+        _fsync_tree(temp)
+        if final.exists():  # the same step saved again (e.g. a signal right after a periodic save)
+            shutil.rmtree(final)
+        temp.rename(final)
+        _prune(root, keep)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _fsync_tree(path: Path) -> None:
+    import os
+
+    for file in path.rglob("*"):
+        if file.is_file():
+            with open(file, "rb") as handle:
+                os.fsync(handle.fileno())
+
+
+def _prune(root: Path, keep: int) -> None:
+    for stale in root.glob(".step-*.tmp"):
+        shutil.rmtree(stale, ignore_errors=True)
+    found = list_checkpoints(root.parent)
+    for old in found[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,269 @@
+"""Typed run configuration: a YAML file plus ``key=value`` overrides, checked loudly.
+
+Every recipe reads the same schema, so ``output_dir=... max_steps=... model.name_or_path=...
+data.corpus=... eval.sts=[a.tsv,b.tsv]`` mean the same thing everywhere. An unknown key or a
+value of the wrong type is an error that names the key and the expected type (with a guess
+at what was meant), never a silent default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from luse.errors import InputError
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = "m3e-small"  # built-in offline alias, any local dir, or a hub name
+    pooling: str = "pooler"  # pooler | cls | mean | first_last_avg
+    mlp: bool = False  # SimCSE's train-only MLP over the pooled vector
+    max_length: int = 64
+    attn_implementation: str = "sdpa"
+
+
+@dataclass
+class DataConfig:
+    corpus: list[str] = field(default_factory=lambda: ["peoples-daily"])  # files, dirs, globs, hf:NAME
+    field: str = "text"  # jsonl field
+    column: str | None = None  # csv/tsv column name or index
+    split_sentences: bool = True  # split documents into sentences
+    min_chars: int = 5
+    max_chars: int = 128
+    dedup: bool = True
+    shuffle_buffer: int = 10000
+    num_workers: int = 0  # DataLoader workers that build (augment + tokenise) batches
+
+
+@dataclass
+class ViewsConfig:
+    """Positives per sentence for view-based objectives: the sentence itself, plus these views."""
+
+    dropout: int = 1  # extra encodings of the same text: dropout makes them differ
+    eda: int = 0  # text views from EDA (synonym replacement, insertion, swap, deletion)
+    synonym_cache: str | None = None  # None: the default cache path (built on first use)
+    language: str = "zh"  # zh: jieba words; ws: whitespace-separated languages
+    alpha_sr: float = 0.1
+    alpha_ri: float = 0.1
+    alpha_rs: float = 0.1
+    p_rd: float = 0.1
+
+
+@dataclass
+class LossConfig:
+    name: str = "luse"  # luse | simcse_unsup | simcse_sup | cosent
+    temperature: float = 0.05
+    hard_negative_weight: float = 0.0  # simcse_sup
+    scale: float = 20.0  # cosent
+    gather: bool = True  # negatives from every process (all-gather with gradient)
+
+
+@dataclass
+class EvalConfig:
+    sts: list[str] = field(default_factory=list)
+    every: int = 50  # steps between evaluations (0: only at the end)
+    batch_size: int = 128
+    label_free_sentences: int = 500  # alignment/uniformity sample when no STS file is given
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/default"
+    seed: int = 42
+    max_steps: int = 150  # optimizer steps; 0 means: run `epochs` passes over the data
+    epochs: int = 1
+    batch_size: int = 64  # sentences per process per micro-batch (before views)
+    lr: float = 5e-5
+    weight_decay: float = 0.0
+    scheduler: str = "linear"  # any transformers scheduler name: linear, cosine, constant_with_warmup ...
+    warmup_ratio: float = 0.1
+    grad_accum: int = 1
+    max_grad_norm: float = 1.0  # 0 disables clipping
+    mixed_precision: str = "auto"  # auto (bf16 on GPUs that support it, else no) | no | fp16 | bf16
+    grad_cache_chunk: int = 0  # >0: GradCache with sub-batches of this many texts (memory stays flat)
+    log_every: int = 10
+    save_every: int = 50  # 0: only on exit
+    keep_checkpoints: int = 2
+    resume: str | None = None  # latest | a checkpoint directory
+    on_nan: str = "stop"  # stop | skip
+    report_to: str = "tensorboard"  # tensorboard | none
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    views: ViewsConfig = field(default_factory=ViewsConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+CHOICES = {
+    "model.pooling": ("pooler", "cls", "mean", "first_last_avg"),
+    "loss.name": ("luse", "simcse_unsup", "simcse_sup", "cosent"),
+    "mixed_precision": ("auto", "no", "fp16", "bf16"),
+    "on_nan": ("stop", "skip"),
+    "report_to": ("tensorboard", "none"),
+    "views.language": ("zh", "ws"),
+}
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Defaults, then the YAML file, then ``key=value`` overrides (values parsed as YAML)."""
+    config = TrainConfig()
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            raise InputError(path, "valid YAML", str(getattr(err, "problem", err)),
+                             line=mark.line + 1 if mark else None) from None
+        if not isinstance(loaded, dict):
+            raise InputError(path, "a YAML mapping of config keys", type(loaded).__name__)
+        for key, value in _flatten(loaded):
+            set_value(config, key, value, source=str(path))
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise InputError("command line", "key=value", item)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        set_value(config, key.strip(), value, source="command line")
+    validate(config)
+    return config
+
+
+def split_argv(argv: list[str]) -> tuple[str | None, list[str]]:
+    """``[--config FILE | config=FILE] key=value ...`` -> (config path, overrides)."""
+    path, overrides, it = None, [], iter(argv)
+    for arg in it:
+        if arg in ("--config", "-c"):
+            path = next(it, None)
+            if path is None:
+                raise InputError("command line", "a file after --config")
+        elif arg.startswith("--config="):
+            path = arg.split("=", 1)[1]
+        elif arg.startswith("config="):
+            path = arg.split("=", 1)[1]
+        elif "=" in arg and not arg.startswith("-"):
+            overrides.append(arg)
+        else:
+            raise InputError("command line", "key=value overrides or --config FILE", arg)
+    return path, overrides
+
+
+def _flatten(mapping: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    items = []
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            items.extend(_flatten(value, name + "."))
+        else:
+            items.append((name, value))
+    return items
+
+
+def _all_keys(obj, prefix: str = "") -> list[str]:
+    keys = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            keys.extend(_all_keys(value, f"{prefix}{f.name}."))
+        else:
+            keys.append(f"{prefix}{f.name}")
+    return keys
+
+
+def set_value(config: TrainConfig, key: str, value: Any, source: str = "config") -> None:
+    parts = key.split(".")
+    target = config
+    for part in parts[:-1]:
+        sub = getattr(target, part, None) if dataclasses.is_dataclass(target) else None
+        if not dataclasses.is_dataclass(sub):
+            target = None
+            break
+        target = sub
+    fields = {f.name: f for f in dataclasses.fields(target)} if target is not None else {}
+    if parts[-1] not in fields or dataclasses.is_dataclass(getattr(target, parts[-1])):
+        close = difflib.get_close_matches(key, _all_keys(config), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise InputError(source, f"a known config key{hint}", f"unknown key {key!r}")
+    hints = typing.get_type_hints(type(target))
+    setattr(target, parts[-1], _coerce(value, hints[parts[-1]], key, source))
+
+
+def _coerce(value: Any, kind: Any, key: str, source: str) -> Any:
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(value, inner, key, source)
+    if origin is list:
+        items = value if isinstance(value, list) else [value]
+        return [_coerce(v, args[0], key, source) for v in items]
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif kind is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    raise InputError(source, f"{key} to be {_type_name(kind)}", value)
+
+
+def _type_name(kind: Any) -> str:
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin is list:
+        return f"a list of {_type_name(args[0])}"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(kind, str(kind))
+
+
+def validate(config: TrainConfig) -> None:
+    for key, allowed in CHOICES.items():
+        value = config
+        for part in key.split("."):
+            value = getattr(value, part)
+        if value not in allowed:
+            raise InputError("config", f"{key} to be one of {', '.join(allowed)}", value)
+    positive = {"batch_size": config.batch_size, "grad_accum": config.grad_accum,
+                "model.max_length": config.model.max_length}
+    for key, value in positive.items():
+        if value < 1:
+            raise InputError("config", f"{key} >= 1", value)
+    if config.max_steps < 0 or config.epochs < 1 and config.max_steps == 0:
+        raise InputError("config", "max_steps > 0, or max_steps=0 with epochs >= 1",
+                         f"max_steps={config.max_steps} epochs={config.epochs}")
+    if config.views.dropout < 0 or config.views.eda < 0:
+        raise InputError("config", "views.dropout and views.eda >= 0",
+                         f"dropout={config.views.dropout} eda={config.views.eda}")
+    if config.loss.temperature <= 0:
+        raise InputError("config", "loss.temperature > 0", config.loss.temperature)
+
+
+def to_dict(config: TrainConfig) -> dict:
+    return dataclasses.asdict(config)
+
+
+def save_config(config: TrainConfig, path: Path) -> None:
+    from luse.atomic import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(to_dict(config), allow_unicode=True, sort_keys=False))

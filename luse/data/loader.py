@@ -1,0 +1,75 @@
+"""Deterministic, resumable batches for one process, built in DataLoader workers.
+
+The raw item stream (sentences, pairs, triplets) is cut into *global* batches of
+``batch_size * world_size`` items; process ``rank`` keeps its slice, so the global batch is the
+same whether it runs on one process or on many. Each DataLoader worker reads the (cheap) raw
+stream in full but builds (augments and tokenises, the expensive part) only the batches whose
+index falls to it; PyTorch hands the workers' batches back round-robin, so the order is the same
+for any number of workers. Resuming skips consumed batches at the raw-item level, before any
+augmentation or tokenisation, and every batch draws its randomness from (seed, epoch, batch
+index), so a resumed run sees exactly the batches the uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+
+def batch_rng(seed: int, epoch: int, index: int, rank: int) -> random.Random:
+    """A random generator private to one batch (independent of worker count and of Python's hash salt)."""
+    digest = hashlib.blake2b(f"{seed}:{epoch}:{index}:{rank}".encode(), digest_size=8).digest()
+    return random.Random(int.from_bytes(digest, "little"))
+
+
+class BatchStream(IterableDataset):
+    """Yields ``collate(local_items, rng)`` for each global batch of one epoch.
+
+    ``make_items(epoch)`` must return the same sequence every time it is called with the same
+    epoch (seeded shuffling). Incomplete trailing batches are dropped so every process takes
+    the same number of steps.
+    """
+
+    def __init__(self, make_items: Callable[[int], Iterable], collate: Callable[[list, random.Random], dict],
+                 *, batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0, epoch: int = 0,
+                 skip_batches: int = 0):
+        self.make_items, self.collate = make_items, collate
+        self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
+        self.seed, self.epoch, self.skip_batches = seed, epoch, skip_batches
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        global_size = self.batch_size * self.world_size
+        items = iter(self.make_items(self.epoch))
+        index = 0
+        while True:
+            # Worker w builds batches skip, skip + w, ...: the order PyTorch collects them in.
+            if index < self.skip_batches or (index - self.skip_batches) % workers != worker:
+                # Not ours: consume the raw items without building anything.
+                if sum(1 for _ in islice(items, global_size)) < global_size:
+                    return
+                index += 1
+                continue
+            chunk = list(islice(items, global_size))
+            if len(chunk) < global_size:
+                return
+            local = chunk[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
+            batch = self.collate(local, batch_rng(self.seed, self.epoch, index, self.rank))
+            batch["batch_index"] = index
+            yield batch
+            index += 1
+
+
+def make_loader(stream: BatchStream, num_workers: int = 0) -> DataLoader:
+    """A DataLoader over ready-made batches; its own generator keeps the global RNG untouched,
+    which exact resume relies on (a default DataLoader draws its worker seed from it)."""
+    generator = torch.Generator().manual_seed(stream.seed + stream.epoch)
+    kwargs = {"prefetch_factor": 4, "persistent_workers": False} if num_workers else {}
+    return DataLoader(stream, batch_size=None, num_workers=num_workers, generator=generator, **kwargs)
