@@ -176,6 +176,7 @@ def train(config: TrainConfig, objective, make_items: Callable[[int], Iterable],
     def checkpoint():
         save_checkpoint(accelerator, output_dir, state.step, config_yaml, keep=config.keep_checkpoints)
 
+    model.train()  # from_pretrained leaves the backbone in eval mode: dropout views need train mode
     last_eval: dict = {}
     interrupted = None
     progress = _progress(accelerator, total_steps, state.step)
