@@ -22,7 +22,7 @@ def make_tiny_model(out: Path, kind: str = "bert", seed: int = 0, hidden: int = 
 
     out.mkdir(parents=True, exist_ok=True)
     vocab = write_vocab(out / "vocab.txt")
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True, tokenize_chinese_chars=True)
+    tokenizer = BertTokenizerFast(vocab=str(vocab), do_lower_case=True, tokenize_chinese_chars=True)
     size = tokenizer.vocab_size
     common = dict(vocab_size=size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
                   intermediate_size=hidden * 2, max_position_embeddings=128)

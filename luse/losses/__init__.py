@@ -1,0 +1,38 @@
+"""Contrastive and ranking losses for sentence encoders.
+
+Every loss is a plain function of **embeddings** (not of the model), so it can be checked on random
+tensors, plus a thin ``nn.Module`` holding its hyper-parameters. With ``gather=True`` (the default)
+the losses use the embeddings of every process as candidates; see :mod:`luse.distributed`.
+
+* ``luse`` (:class:`LuseLoss`): ``views [B, V >= 2, H]``; ``temperature``.
+* ``simcse_unsup`` (:class:`SimCSEUnsupLoss`): ``views [B, 2, H]``; ``temperature``.
+* ``simcse_sup`` (:class:`SimCSESupLoss`): ``anchor, positive[, negative]``, each ``[B, H]``;
+  ``temperature``, ``hard_negative_weight``.
+* ``cosent`` (:class:`CoSENTLoss`): ``a, b [B, H]`` and ``scores [B]``; ``scale``.
+
+``LOSSES`` maps these names to the module classes, so a config can build one with
+``LOSSES[name](**hyper_parameters)``.
+"""
+
+from luse.losses.cosent import CoSENTLoss, cosent_loss
+from luse.losses.luse import LuseLoss, luse_loss
+from luse.losses.simcse import SimCSESupLoss, SimCSEUnsupLoss, simcse_sup_loss, simcse_unsup_loss
+
+LOSSES = {
+    "luse": LuseLoss,
+    "simcse_unsup": SimCSEUnsupLoss,
+    "simcse_sup": SimCSESupLoss,
+    "cosent": CoSENTLoss,
+}
+
+__all__ = [
+    "LOSSES",
+    "CoSENTLoss",
+    "LuseLoss",
+    "SimCSESupLoss",
+    "SimCSEUnsupLoss",
+    "cosent_loss",
+    "luse_loss",
+    "simcse_sup_loss",
+    "simcse_unsup_loss",
+]

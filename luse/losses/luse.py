@@ -1,0 +1,112 @@
+r"""LUSE: a multi-positive listwise contrastive loss.
+
+From Dun Zhang, *LUSE: 无监督数据预训练短文本编码模型* (pretraining a short-text encoder on
+unlabelled data; code: https://github.com/DunZhang/LUSE), which builds on his article
+*一种基于均值不等式的Listwise损失函数* (a listwise loss from the AM-GM inequality).
+
+Every sentence comes with ``V`` views (the sentence itself, EDA rewrites, extra dropout passes...).
+All ``B * V`` embeddings of the batch are anchors in turn; for anchor ``i`` of sentence ``s(i)``:
+
+.. math::
+
+    p_i(j) = \frac{\exp(\cos(e_i, e_j) / \tau)}{\sum_{k \ne i} \exp(\cos(e_i, e_k) / \tau)}, \qquad
+    \ell_i = -\frac{1}{V - 1} \sum_{j \ne i,\ s(j) = s(i)} \log p_i(j), \qquad
+    L = \frac{1}{B V} \sum_i \ell_i
+
+that is, the cross-entropy between a soft target that gives each of the ``V - 1`` other views of
+the same sentence probability ``1 / (V - 1)`` and the softmax over every other embedding of the
+batch; the anchor itself is left out of the softmax. Why share the probability equally: by the
+AM-GM inequality, ``prod_j p_i(j) <= (sum_j p_i(j) / (V - 1)) ** (V - 1) <= (V - 1) ** -(V - 1)``,
+with equality exactly when the positives split the mass 1 evenly and the negatives get none.
+The smallest reachable loss is therefore ``log(V - 1)`` (0 only for ``V = 2``, where LUSE is the
+SimCLR / NT-Xent loss).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from luse.distributed import gather_with_grad, global_mean_share
+from luse.errors import InputError
+
+DEFAULT_TEMPERATURE = 0.05
+
+
+def require_positive(where: str, value: float) -> None:
+    """Raise :class:`~luse.errors.InputError` unless ``value`` is a number > 0 (a temperature, a scale)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise InputError(where, "a number > 0", got=value)
+
+
+def luse_loss(views: torch.Tensor, temperature: float = DEFAULT_TEMPERATURE, gather: bool = True) -> torch.Tensor:
+    """LUSE multi-positive listwise loss over ``V`` views of each sentence.
+
+    Args:
+        views: embeddings of shape ``[B, V, H]``: ``B`` sentences, ``V >= 2`` views each.
+            They need not be normalised: the loss scores cosine similarities.
+        temperature: divides the cosine similarities before the softmax (0.05, as in SimCSE).
+        gather: score this process's anchors against the embeddings of *every* process
+            (:func:`luse.distributed.gather_with_grad`); a no-op without a process group.
+
+    Returns:
+        A scalar: the mean over this process's ``B * V`` anchors (with ``gather`` and unequal
+        shares across processes, this process's share of the global mean; see
+        :func:`luse.distributed.global_mean_share`).
+
+    Raises:
+        InputError: ``views`` is not ``[B, V, H]`` with ``B >= 1`` and ``V >= 2``, or ``temperature <= 0``.
+
+    Example::
+
+        >>> views = torch.randn(8, 3, 32)           # 8 sentences, 3 views, hidden size 32
+        >>> loss = luse_loss(views, temperature=0.05)
+    """
+    if views.dim() != 3 or views.shape[0] < 1 or views.shape[1] < 2:
+        raise InputError("luse_loss: views", "a tensor of shape [batch >= 1, views >= 2, hidden]",
+                         got=tuple(views.shape))
+    require_positive("luse_loss: temperature", temperature)
+    batch, n_views, hidden = views.shape
+    local = F.normalize(views, dim=-1)
+    candidates, offset = gather_with_grad(local) if gather else (local, 0)
+
+    # Rows are sentence-major: embedding r is view r % V of sentence r // V.
+    anchors = local.reshape(batch * n_views, hidden)
+    candidates = candidates.reshape(-1, hidden)
+    logits = anchors @ candidates.T / temperature
+
+    anchor_ids = torch.arange(batch * n_views, device=views.device) + offset * n_views
+    candidate_ids = torch.arange(candidates.shape[0], device=views.device)
+    is_self = anchor_ids[:, None] == candidate_ids[None, :]
+    same_sentence = (anchor_ids[:, None] // n_views) == (candidate_ids[None, :] // n_views)
+
+    log_probs = logits.masked_fill(is_self, float("-inf")).log_softmax(dim=1)
+    # masked_fill (not multiplication) so the -inf self entries never turn into NaN.
+    positive_log_probs = log_probs.masked_fill(~(same_sentence & ~is_self), 0.0)
+    per_anchor = -positive_log_probs.sum(dim=1) / (n_views - 1)
+
+    if not gather:
+        return per_anchor.mean()
+    return global_mean_share(per_anchor, candidates.shape[0])
+
+
+class LuseLoss(nn.Module):
+    """:func:`luse_loss` as a module holding its hyper-parameters; ``forward(views) -> scalar``.
+
+    Args:
+        temperature: softmax temperature over cosine similarities.
+        gather: use the embeddings of every process as candidates.
+    """
+
+    def __init__(self, temperature: float = DEFAULT_TEMPERATURE, gather: bool = True):
+        super().__init__()
+        require_positive("LuseLoss: temperature", temperature)
+        self.temperature = temperature
+        self.gather = gather
+
+    def forward(self, views: torch.Tensor) -> torch.Tensor:
+        return luse_loss(views, temperature=self.temperature, gather=self.gather)
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}, gather={self.gather}"
