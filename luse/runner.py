@@ -22,29 +22,41 @@ EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
 
 
 def corpus_items(config: TrainConfig) -> Callable[[int], Iterator[str]]:
-    """Unlabelled sentences, streamed and shuffled per epoch; skipped lines reported when a pass ends."""
+    """Unlabelled sentences, streamed and shuffled per epoch.
+
+    Skipped lines are counted per epoch in ``make_items.skips`` (read in this process when
+    ``data.num_workers=0``); a worker process logs its own count when it finishes a pass.
+    """
     from luse.data.corpus import sentence_stream
     from luse.data.skips import SkipCounter
 
     data = config.data
 
     def make_items(epoch: int) -> Iterator[str]:
-        skips = SkipCounter()
+        skips = make_items.skips[epoch] = SkipCounter()
         yield from sentence_stream(data.corpus, seed=config.seed, epoch=epoch,
                                    shuffle_buffer_size=data.shuffle_buffer, split=data.split_sentences,
                                    min_chars=data.min_chars, max_chars=data.max_chars, dedup=data.dedup,
                                    field=data.field, column=data.column, skips=skips)
-        if skips.total and _is_first_worker():
-            logger.info("data pass %d: %s", epoch, skips.report())
+        if skips.total and _in_worker() == 0:
+            logger.info("data, epoch %d: %s", epoch, skips.report())
 
+    make_items.skips = {}
     return make_items
 
 
-def _is_first_worker() -> bool:
+def report_skips(make_items) -> None:
+    for epoch, skips in sorted(getattr(make_items, "skips", {}).items()):
+        if skips.total:
+            logger.info("data, epoch %d (as far as read): %s", epoch, skips.report())
+
+
+def _in_worker() -> int | None:
+    """DataLoader worker id, or None in the main process."""
     from torch.utils.data import get_worker_info
 
     info = get_worker_info()
-    return info is None or info.id == 0
+    return info.id if info is not None else None
 
 
 def in_memory_items(rows: list) -> Callable[[int], Iterator]:
@@ -124,14 +136,22 @@ def build_evaluator(config: TrainConfig, make_items: Callable[[int], Iterable]):
     return evaluate
 
 
+def setup_logging() -> None:
+    """luse's own messages at INFO on stderr, whatever the libraries did to the root logger."""
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s luse: %(message)s", "%H:%M:%S"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
 def run_recipe(name: str, default_config: Path, argv: list[str] | None = None) -> int:
     """Entry point of ``recipes/NAME.py``: ``[--config FILE] key=value ...``; returns an exit code."""
     from luse.encoder import SentenceEncoder
     from luse.trainer import NonFiniteLossError, train
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "urllib3", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    setup_logging()
     argv = sys.argv[1:] if argv is None else argv
     try:
         path, overrides = split_argv(argv)
@@ -143,6 +163,8 @@ def run_recipe(name: str, default_config: Path, argv: list[str] | None = None) -
         objective, make_items = build_task(config, encoder.tokenizer)
         evaluate = build_evaluator(config, make_items)
         result = train(config, objective, make_items, encoder=encoder, project=name, evaluate=evaluate)
+        if config.data.num_workers == 0:
+            report_skips(make_items)
     except (InputError, FileNotFoundError) as err:
         print(f"{name}: error: {err}", file=sys.stderr)
         return 2

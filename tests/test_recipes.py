@@ -1,0 +1,109 @@
+"""Each recipe, launched for real with `accelerate launch` on a tiny model for 2 steps."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+SENTENCES = ["今天天气很好，我们去公园散步吧。", "他在图书馆读了一下午的书。", "这家店的咖啡味道不错。",
+             "明天可能会下雨，记得带伞。", "猫坐在窗台上晒太阳。", "我们下周一开会讨论这个问题。",
+             "这部电影的结局出人意料。", "孩子们在操场上踢足球。", "请把文件发到我的邮箱。",
+             "火车晚点了半个小时。", "她每天早上跑步五公里。", "新的政策将于下月实施。"]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(recipe, overrides, processes=1, timeout=300):
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes), "--cpu",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(free_port()), str(REPO / "recipes" / f"{recipe}.py"), *overrides]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    corpus = root / "corpus.txt"
+    # a line that is not UTF-8 and an empty line first: skipped, counted and reported
+    corpus.write_bytes(b"\xff bad utf-8 line\n\n" + "\n".join(SENTENCES * 2).encode("utf-8") + b"\n")
+    sts = root / "sts.tsv"
+    sts.write_text("".join(f"{a}\t{b}\t{i % 6}\n" for i, (a, b) in enumerate(zip(SENTENCES, SENTENCES[1:]))),
+                   encoding="utf-8")
+    triplets = root / "triplets.jsonl"
+    triplets.write_text("".join(json.dumps({"anchor": a, "positive": a[:-1], "negative": b}, ensure_ascii=False) + "\n"
+                                for a, b in zip(SENTENCES, SENTENCES[3:] + SENTENCES[:3])), encoding="utf-8")
+    return {"corpus": corpus, "sts": sts, "triplets": triplets}
+
+
+def common(tmp_path, tiny_bert, data, **extra):
+    args = {"output_dir": tmp_path / "out", "max_steps": 2, "batch_size": 4, "model.name_or_path": tiny_bert,
+            "eval.sts": f"[{data['sts']}]", "eval.every": 1, "save_every": 1, "data.min_chars": 2,
+            "data.shuffle_buffer": 4}
+    args.update(extra)
+    return [f"{k}={v}" for k, v in args.items()]
+
+
+def check_export(out, sts_expected=True):
+    from transformers import AutoTokenizer, BertModel
+
+    final = out / "final"
+    model = BertModel.from_pretrained(final).eval()
+    tokenizer = AutoTokenizer.from_pretrained(final)
+    with torch.no_grad():
+        vectors = model(**tokenizer(SENTENCES[:2], padding=True, return_tensors="pt"))[1]
+    assert vectors.shape == (2, 32) and torch.isfinite(vectors).all()
+    assert (out / "best" / "model.safetensors").exists() == sts_expected
+    assert (out / "checkpoints" / "step-00000002").is_dir()
+    assert (out / "config.yaml").exists()
+
+
+def test_pretrain_luse(tmp_path, tiny_bert, data):
+    result = launch("pretrain_luse", common(tmp_path, tiny_bert, data, **{"data.corpus": data["corpus"],
+                                                                          "views.dropout": 2}))
+    assert result.returncode == 0, result.stderr[-3000:]
+    check_export(tmp_path / "out")
+    assert "invalid UTF-8" in result.stderr  # the bad line is skipped, counted and reported
+
+
+def test_simcse_unsup(tmp_path, tiny_bert, data):
+    result = launch("simcse_unsup", common(tmp_path, tiny_bert, data, **{"data.corpus": data["corpus"]}))
+    assert result.returncode == 0, result.stderr[-3000:]
+    check_export(tmp_path / "out")
+
+
+def test_simcse_sup(tmp_path, tiny_bert, data):
+    result = launch("simcse_sup", common(tmp_path, tiny_bert, data, **{"data.corpus": data["triplets"]}))
+    assert result.returncode == 0, result.stderr[-3000:]
+    check_export(tmp_path / "out")
+
+
+def test_cosent(tmp_path, tiny_bert, data):
+    result = launch("cosent", common(tmp_path, tiny_bert, data, **{"data.corpus": data["sts"]}))
+    assert result.returncode == 0, result.stderr[-3000:]
+    check_export(tmp_path / "out")
+
+
+def test_config_errors_are_one_line(tmp_path, tiny_bert, data):
+    result = launch("pretrain_luse", common(tmp_path, tiny_bert, data, max_step=3))
+    assert result.returncode != 0  # the recipe exits 2; `accelerate launch` reports any failure as 1
+    assert "pretrain_luse: error: command line: expected a known config key (did you mean 'max_steps'?)" \
+        in result.stderr
+    assert "Traceback" not in result.stderr.split("pretrain_luse: error")[0][-2000:]
+    bad_sts = tmp_path / "bad.tsv"
+    bad_sts.write_text("only one column\n", encoding="utf-8")
+    result = launch("pretrain_luse", common(tmp_path, tiny_bert, data, **{"eval.sts": f"[{bad_sts}]",
+                                                                          "data.corpus": data["corpus"]}))
+    assert result.returncode != 0 and "pretrain_luse: error: " in result.stderr and "bad.tsv:1" in result.stderr
