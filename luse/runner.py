@@ -125,7 +125,7 @@ def build_evaluator(config: TrainConfig, make_items: Callable[[int], Iterable]):
         return evaluate
 
     sample = [item for item in islice(make_items(0), config.eval.label_free_sentences) if isinstance(item, str)]
-    if not sample:
+    if len(set(sample)) < 2:  # alignment/uniformity need at least two distinct sentences
         return None
 
     def evaluate(encoder) -> dict:

@@ -121,6 +121,9 @@ def train(config: TrainConfig, objective, make_items: Callable[[int], Iterable],
     output_dir = Path(config.output_dir)
     check_writable(output_dir)  # fail before hours of training, not at the first save
     accelerator = Accelerator(
+        # Without a GPU, run on CPU even under a multi-process launch (gloo): accelerate would
+        # otherwise start independent single processes.
+        cpu=not torch.cuda.is_available(),
         mixed_precision=resolve_mixed_precision(config.mixed_precision),
         gradient_accumulation_steps=config.grad_accum,
         log_with="tensorboard" if config.report_to == "tensorboard" else None,

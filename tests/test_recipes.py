@@ -26,7 +26,10 @@ def free_port():
 
 
 def launch(recipe, overrides, processes=1, timeout=300):
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes), "--cpu",
+    # Several CPU processes: accelerate 1.15 starts only one with --cpu; --multi_gpu starts them
+    # and the trainer picks gloo on CPU.
+    device = ["--multi_gpu"] if processes > 1 else ["--cpu"]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes), *device,
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            "--main_process_port", str(free_port()), str(REPO / "recipes" / f"{recipe}.py"), *overrides]
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
@@ -107,3 +110,29 @@ def test_config_errors_are_one_line(tmp_path, tiny_bert, data):
     result = launch("pretrain_luse", common(tmp_path, tiny_bert, data, **{"eval.sts": f"[{bad_sts}]",
                                                                           "data.corpus": data["corpus"]}))
     assert result.returncode != 0 and "pretrain_luse: error: " in result.stderr and "bad.tsv:1" in result.stderr
+
+
+def test_two_processes_match_one(tmp_path, data):
+    """Gathered negatives: 2 processes x 4 sentences == 1 process x 8 sentences (dropout off)."""
+    from safetensors.torch import load_file
+    from tiny_models import make_tiny_model
+
+    model = make_tiny_model(tmp_path / "model", dropout=0.0)
+    args = {"max_steps": 3, "model.name_or_path": model, "data.corpus": data["corpus"], "data.min_chars": 2,
+            "views.dropout": 1, "eval.every": 0, "save_every": 0, "report_to": "none", "lr": 1e-3}
+    one = launch("pretrain_luse", [f"{k}={v}" for k, v in {**args, "output_dir": tmp_path / "one",
+                                                            "batch_size": 8}.items()])
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = launch("pretrain_luse", [f"{k}={v}" for k, v in {**args, "output_dir": tmp_path / "two",
+                                                            "batch_size": 4}.items()], processes=2)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a = load_file(str(tmp_path / "one" / "final" / "model.safetensors"))
+    b = load_file(str(tmp_path / "two" / "final" / "model.safetensors"))
+    start = load_file(str(model / "model.safetensors"))
+    key = "embeddings.word_embeddings.weight"
+    assert not torch.allclose(a[key], start[key])  # it trained
+    # Float32 sums in another order move a few near-zero-gradient weights a little under Adam
+    # (it divides by |g|); a wrong gather changes the whole update, so compare the updates as a whole.
+    moved = sum(float((a[k] - start[k]).abs().sum()) for k in a)
+    differ = sum(float((a[k] - b[k]).abs().sum()) for k in a)
+    assert differ / moved < 1e-3

@@ -16,7 +16,8 @@ def write_vocab(path: Path) -> Path:
     return path
 
 
-def make_tiny_model(out: Path, kind: str = "bert", seed: int = 0, hidden: int = 32, layers: int = 2) -> Path:
+def make_tiny_model(out: Path, kind: str = "bert", seed: int = 0, hidden: int = 32, layers: int = 2,
+                    dropout: float = 0.1) -> Path:
     import torch
     from transformers import BertConfig, BertModel, BertTokenizerFast, RoFormerConfig, RoFormerModel
 
@@ -25,7 +26,8 @@ def make_tiny_model(out: Path, kind: str = "bert", seed: int = 0, hidden: int = 
     tokenizer = BertTokenizerFast(vocab=str(vocab), do_lower_case=True, tokenize_chinese_chars=True)
     size = tokenizer.vocab_size
     common = dict(vocab_size=size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
-                  intermediate_size=hidden * 2, max_position_embeddings=128)
+                  intermediate_size=hidden * 2, max_position_embeddings=128,
+                  hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
     torch.manual_seed(seed)
     if kind == "bert":
         model = BertModel(BertConfig(**common))
