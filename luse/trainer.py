@@ -25,8 +25,8 @@ from luse.checkpoint import TrainState, resolve_resume, save_checkpoint
 from luse.config import TrainConfig, to_dict
 from luse.data.loader import BatchStream, make_loader
 from luse.encoder import SentenceEncoder
-from luse.objectives import MODEL_INPUTS
 from luse.gradcache import grad_cache_step
+from luse.objectives import MODEL_INPUTS
 
 logger = logging.getLogger("luse")
 
