@@ -31,6 +31,7 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import IO
 
 _LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)-[0-9a-f]+$")
 _PROBE_NAME = ".luse-write-probe"
@@ -129,27 +130,30 @@ def _swap_in(new: Path, final: Path) -> None:
         _remove(old)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` so that readers see either the previous content or all of ``data``.
+@contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
+    """A file handle whose content replaces ``path`` only when the ``with`` block succeeds.
 
-    The bytes go to a temporary file in the same directory, which is flushed, fsynced and then
-    moved over ``path`` with :func:`os.replace`.  The new file gets the usual permissions (``0o666``
-    minus the umask), not the owner-only ones of :func:`tempfile.mkstemp`.
+    Streams to a temporary file in the same directory (named like :func:`atomic_dir`'s, so
+    :func:`cleanup_stale` recognises what a killed writer leaves), then flushes, fsyncs and moves
+    it over ``path`` with :func:`os.replace`. Readers see the previous content or all of the new
+    one. The new file gets the usual permissions (``0o666`` minus the umask).
 
     Args:
         path: Destination file.  Its parent directory is created if needed.
-        data: The complete new content.
-
-    Returns:
-        Path: ``path``.
+        mode: ``"wb"`` or ``"w"``.
+        encoding: For text mode (UTF-8 when omitted); newlines are written as given.
     """
+    if mode not in ("wb", "w"):
+        raise ValueError(f"atomic_open writes whole files: mode 'w' or 'wb', got {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _sibling(path, "tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+        text = {"encoding": encoding or "utf-8", "newline": ""} if mode == "w" else {}
+        with os.fdopen(fd, mode, **text) as handle:
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -157,7 +161,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
-    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` so that readers see either the previous content or all of ``data``."""
+    with atomic_open(path, "wb") as handle:
+        handle.write(data)
+    return Path(path)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:

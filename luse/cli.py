@@ -30,6 +30,7 @@ from pathlib import Path
 
 SUBCOMMANDS = [
     "luse.cli:register_eval",
+    "augment.commands:register",
 ]
 
 logger = logging.getLogger("luse.cli")
