@@ -135,3 +135,44 @@ def test_two_processes_match_one(tmp_path, data):
     moved = sum(float((a[k] - start[k]).abs().sum()) for k in a)
     differ = sum(float((a[k] - b[k]).abs().sum()) for k in a)
     assert differ / moved < 1e-3
+
+
+def small_cache(path):
+    import numpy as np
+
+    from augment.synonym_cache import write_cache
+
+    groups = [["天气", "天色"], ["公园", "花园"], ["咖啡", "茶水"], ["足球", "篮球"], ["文件", "资料"], ["孩子", "小孩"]]
+    words = [w for g in groups for w in g]
+    ids = np.array([[words.index(g[1 - g.index(w)])] for g in groups for w in g], dtype=np.int32)
+    return write_cache(path, words, ids, np.ones_like(ids, dtype=np.float32), identity={"test": "tiny"})
+
+
+def test_views_pipeline_with_eda(tmp_path, tiny_bert):
+    """Each sentence becomes itself + EDA views + dropout copies, in one tokenised block."""
+    import random
+
+    from transformers import AutoTokenizer
+
+    from luse.config import load_config
+    from luse.objectives import ViewsObjective
+    from luse.runner import build_augmenter
+
+    config = load_config(None, ["views.eda=2", "views.dropout=3", f"views.synonym_cache={small_cache(tmp_path / 'c.lsc')}"])
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    objective = ViewsObjective(tokenizer, 64, config.views, config.loss, build_augmenter(config))
+    assert objective.num_views == 6
+    batch = objective.collate(SENTENCES[:4], random.Random(0))
+    ids = batch["input_ids"].view(4, 6, -1)
+    for sentence in ids:
+        assert all(torch.equal(sentence[0], sentence[v]) for v in (3, 4, 5))  # dropout copies
+        assert not torch.equal(sentence[0], sentence[1]) or not torch.equal(sentence[0], sentence[2])  # EDA
+
+
+def test_pretrain_luse_with_eda_views(tmp_path, tiny_bert, data):
+    cache = small_cache(tmp_path / "synonyms.lsc")
+    result = launch("pretrain_luse", common(tmp_path, tiny_bert, data, **{
+        "data.corpus": data["corpus"], "views.eda": 2, "views.dropout": 2, "views.synonym_cache": cache,
+        "data.num_workers": 2}))
+    assert result.returncode == 0, result.stderr[-3000:]
+    check_export(tmp_path / "out")
