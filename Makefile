@@ -29,7 +29,9 @@ install:  ## create .venv and install luse with test tools and offline data pack
 		echo "GPU machine: installing the default torch build (install your own CUDA build first to choose)"; \
 		$(BIN)/pip install torch; \
 	else \
-		$(BIN)/pip install "$(TORCH)" --extra-index-url $(TORCH_CPU_INDEX); \
+		$(BIN)/pip install --retries 0 --timeout 15 --index-url $(TORCH_CPU_INDEX) "$(TORCH)" \
+		|| { echo "CPU index unreachable: trying a local CPU wheel (pip find-links), never a CUDA build"; \
+		     $(BIN)/pip install --no-index --no-deps "$(TORCH)" && $(BIN)/pip install "$(TORCH)"; }; \
 	fi
 	$(BIN)/pip install -e ".[dev]"
 	$(BIN)/pip install --no-deps $(DATA_PACKAGES)
