@@ -115,3 +115,10 @@ def test_grad_accum_and_grad_cache_run(tmp_path, tiny_bert):
                      **{"eval.every": 0})
     result = _run(config, tiny_bert)
     assert result.step == 2 and (result.final_dir / "config.json").exists()
+
+
+def test_epochs_mode_counts_steps(tmp_path, tiny_bert):
+    """max_steps=0 runs `epochs` passes: 96 sentences / batch 16 = 6 steps an epoch."""
+    config = _config(tmp_path, "epochs", max_steps=0, epochs=2, batch_size=16, save_every=0, **{"eval.every": 0})
+    result = _run(config, tiny_bert)
+    assert result.step == 12
