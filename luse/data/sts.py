@@ -28,12 +28,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from luse.data.supervised import parse_score
 from luse.errors import InputError
 
 SENTENCE1_NAMES = ("sentence1", "sentence_1", "sentence_a", "text_a", "text1", "s1", "sent1", "query1",
@@ -175,7 +175,7 @@ def _read_rows(rows: Iterator[tuple[int, list[str]]], name: str, *, positional: 
         else:
             form = f"{width} {separator}-separated fields as in the header"
             picked = [fields[i] for i in columns] if len(fields) == width else None
-        score = _parse_score(picked[2]) if picked else None
+        score = parse_score(picked[2]) if picked else None
         if score is None:
             raise InputError(name, f"{form} with a numeric score", got=shown, line=number)
         first, second = picked[0].strip(), picked[1].strip()
@@ -228,19 +228,9 @@ def _json_pair(item: object) -> tuple[str, str, float] | None:
     def find(names: Sequence[str]) -> object:
         return next((lowered[key] for key in names if key in lowered), None)
 
-    first, second, score = find(SENTENCE1_NAMES), find(SENTENCE2_NAMES), _parse_score(find(SCORE_NAMES))
+    first, second, score = find(SENTENCE1_NAMES), find(SENTENCE2_NAMES), parse_score(find(SCORE_NAMES))
     if not (isinstance(first, str) and isinstance(second, str)) or score is None:
         return None
     first, second = first.strip(), second.strip()
     return (first, second, score) if first and second else None
 
-
-def _parse_score(value: object) -> float | None:
-    """A finite float from a number or a numeric string; None for anything else (including booleans)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        return None
-    try:
-        score = float(value)
-    except ValueError:
-        return None
-    return score if math.isfinite(score) else None

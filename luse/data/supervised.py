@@ -150,7 +150,7 @@ def _triplet_from_mapping(record: dict[str, Any], key_sets: Sequence[Sequence[st
 def _pair_from_mapping(record: dict[str, Any]) -> tuple[str, str, float] | None:
     texts = _triplet_from_mapping(record, PAIR_KEYS)
     score_key = next((key for key in SCORE_KEYS if key in record), None)
-    score = _score(record[score_key]) if score_key is not None else None
+    score = parse_score(record[score_key]) if score_key is not None else None
     if texts is None or score is None:
         return None
     return texts[0], texts[1], score
@@ -184,7 +184,7 @@ def _triplet_from_row(fields: list[str]) -> tuple[str, str, str] | None:
 
 
 def _pair_from_row(fields: list[str]) -> tuple[str, str, float] | None:
-    score = _score(fields[2])
+    score = parse_score(fields[2])
     if score is None or not (_is_text(fields[0]) and _is_text(fields[1])):
         return None
     return fields[0], fields[1], score
@@ -240,7 +240,7 @@ def _csv_record(row: list[str], columns: list[int], width: int, scored: bool) ->
         return None
     values = [row[column] for column in columns]
     if scored:
-        score = _score(values[-1])
+        score = parse_score(values[-1])
         texts = values[:-1]
         return (*texts, score) if score is not None and all(_is_text(text) for text in texts) else None
     return tuple(values) if all(_is_text(text) for text in values) else None
@@ -252,7 +252,7 @@ def _is_text(value: Any) -> bool:
     return isinstance(value, str) and bool(value.strip())
 
 
-def _score(value: Any) -> float | None:
+def parse_score(value: Any) -> float | None:
     """A finite float from a number or a numeric string; None for anything else (bools included)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         return None
