@@ -41,9 +41,9 @@ import json
 import logging
 import mmap
 import os
+import secrets
 import struct
 import sys
-import tempfile
 import time
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
@@ -159,7 +159,9 @@ def write_cache(path: str | os.PathLike, words: Sequence[str], neighbours: np.nd
 
 @contextlib.contextmanager
 def _atomic_output(path: Path) -> Iterator:
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    # os.open with 0o666 lets the umask decide the mode, as for any new file (mkstemp would force 0o600).
+    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(handle, "wb") as stream:
             yield stream

@@ -216,6 +216,15 @@ def test_atomic_write_keeps_the_old_cache_on_failure(small_cache, monkeypatch):
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no temporary left behind
 
 
+def test_written_file_mode_follows_the_umask(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        path = write_cache(tmp_path / "shared.lsc", ["甲"], np.full((1, 1), -1), np.zeros((1, 1)), identity={})
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o644  # readable by other users, e.g. a shared cache directory
+
+
 def test_failed_build_keeps_the_old_cache(small_cache, tmp_path, monkeypatch):
     path = small_cache[0]
     before = path.read_bytes()
