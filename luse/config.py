@@ -89,6 +89,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0  # 0 disables clipping
     mixed_precision: str = "auto"  # auto (bf16 on GPUs that support it, else no) | no | fp16 | bf16
     grad_cache_chunk: int = 0  # >0: GradCache with sub-batches of this many texts (memory stays flat)
+    threads: int = 0  # CPU threads per process; 0: the usable cores shared among this machine's processes
     log_every: int = 10
     save_every: int = 50  # 0: only on exit
     keep_checkpoints: int = 2
