@@ -227,7 +227,7 @@ class LuseSide:
         self.rng = random.Random(0)
         self.description = (f"SentenceEncoder(pooling={self.encoder.pooling!r}, attn={spec.attn}) + "
                             f"ViewsObjective({loss.name}) + {type(self.optimizer).__name__}"
-                            f"({'fused' if spec.fused_adamw else 'default kernel'})")
+                            f"({'fused' if self.optimizer.defaults.get('fused') else 'default kernel'})")
 
     def step(self, sentences: list[str]) -> tuple[dict[str, float], list[tuple[int, int]], int, float]:
         from luse.gradcache import grad_cache_step
