@@ -23,7 +23,9 @@ Sides
            With ``--grad-cache-chunk`` it uses ``CachedMultipleNegativesRankingLoss``.
 
 Each side runs in its own subprocess, so peak memory (``VmHWM`` reset before the first step, or
-``torch.cuda.max_memory_allocated``) is that side's alone.  The formula below was checked against
+``torch.cuda.max_memory_allocated``) is that side's alone.  On a shared machine the load drifts
+between those processes, so the ratio is also measured *paired*: both sides loaded in one process,
+one step of each in turn on the same batch, and the median of the per-round time ratios reported.  The formula below was checked against
 ``torch.utils.flop_counter.FlopCounterMode`` on m3e-small: they agree to 0.1% (the pooler).
 
 Optional studies
@@ -394,7 +396,7 @@ def launch(spec: RunSpec, timeout: float | None = None) -> dict:
     return _run_subprocess({"run": asdict(spec)}, spec, timeout)
 
 
-def launch_paired(specs: list[RunSpec], seconds: float, timeout: float | None = None) -> dict:
+def launch_paired(specs: list[RunSpec], seconds: float | None, timeout: float | None = None) -> dict:
     """Run :func:`run_paired_worker` in a fresh interpreter and return its result."""
     return _run_subprocess({"paired": [asdict(s) for s in specs], "seconds": seconds}, specs[0], timeout)
 
@@ -441,6 +443,7 @@ def summarize(runs: list[dict], peak_flops: float) -> dict:
         "description": runs[0]["description"],
         "threads": runs[0]["threads"],
         "steps_timed": len(steps),
+        "step_seconds_median_per_round": [median(run["step_seconds"]) for run in runs],
         "step_seconds_median": step,
         "step_seconds_min": min(steps),
         "step_seconds_max": max(steps),
@@ -547,13 +550,14 @@ def explore_variants(base: RunSpec, cores: int) -> list[RunSpec]:
     return variants
 
 
-def run_paired_worker(specs: list[RunSpec], seconds: float) -> dict:
-    """Time several luse variants in one process, one step of each in turn, on the same batches.
+def run_paired_worker(specs: list[RunSpec], seconds: float | None) -> dict:
+    """Time several sides or variants in one process, one step of each in turn, on the same batches.
 
-    On a shared machine the load drifts over minutes; variants timed in separate processes minutes
-    apart mostly measure that drift.  Here every round times one step of each variant on the same
-    batch, back to back (the order rotating each round), and the speed-up of a variant is the median
-    over rounds of ``baseline step / variant step`` within the round.
+    On a shared machine the load drifts over minutes; configurations timed in separate processes
+    minutes apart mostly measure that drift.  Here every round times one step of each on the same
+    batch, back to back (the order rotating each round), so the ratio of two step times within a
+    round is fair, and the median over rounds of those ratios is the figure to trust.  Rounds stop
+    once ``seconds`` have passed (at least one runs; None: no limit).
     """
     import torch
 
@@ -566,7 +570,7 @@ def run_paired_worker(specs: list[RunSpec], seconds: float) -> dict:
     sides, warmup_seconds = [], []
     for spec, warmup in zip(specs, warmups):
         torch.set_num_threads(spec.threads or default_threads)
-        side = LuseSide(spec)
+        side = LuseSide(spec) if spec.side == "luse" else PeerSide(spec)
         times = []
         for index in range(warmup):
             start = time.perf_counter()
@@ -575,11 +579,11 @@ def run_paired_worker(specs: list[RunSpec], seconds: float) -> dict:
         sides.append(side)
         warmup_seconds.append(times)
 
-    deadline = time.perf_counter() + seconds
+    deadline = None if seconds is None else time.perf_counter() + seconds
     steps: list[list[float]] = [[] for _ in specs]
     phases: list[dict[str, list[float]]] = [{} for _ in specs]
     for round_index in range(base.steps):
-        if round_index and time.perf_counter() > deadline:
+        if round_index and deadline is not None and time.perf_counter() > deadline:
             break
         batch = sentences[(first_timed + round_index) * base.batch:(first_timed + round_index + 1) * base.batch]
         order = list(range(len(specs)))
@@ -599,6 +603,17 @@ def run_paired_worker(specs: list[RunSpec], seconds: float) -> dict:
         "warmup_seconds": warmup_seconds,
         "descriptions": [side.description for side in sides],
     }
+
+
+def run_paired_comparison(base: RunSpec, rounds: int) -> dict:
+    """luse against the peer in one process, a step of each in turn (see :func:`run_paired_worker`)."""
+    specs = [replace(base, side="luse", steps=rounds, label="luse"),
+             replace(base, side="peer", steps=rounds, label="sentence-transformers")]
+    result = launch_paired(specs, seconds=None)
+    luse, peer = result["step_seconds"]
+    speedups = [p / t for t, p in zip(luse, peer)]  # > 1: luse takes less time for the same batch
+    return {"rounds": result["rounds"], "luse_step_seconds": luse, "peer_step_seconds": peer,
+            "speedup_median": median(speedups), "speedup_min": min(speedups), "speedup_max": max(speedups)}
 
 
 def run_explore(base: RunSpec, cores: int, seconds: float) -> dict:
@@ -738,6 +753,16 @@ def explore_markdown(explore: dict) -> str:
     ])
 
 
+def paired_lines(paired: dict | None) -> list[str]:
+    """The luse/peer speed-up measured in one process, step against step (robust to load drift)."""
+    if not paired:
+        return []
+    return [f"Paired in one process ({paired['rounds']} rounds, one step of each side in turn on the same batch): "
+            f"luse is **{paired['speedup_median']:.2f}x** the peer's encodings/s (median of the per-round ratios; "
+            f"range {paired['speedup_min']:.2f} to {paired['speedup_max']:.2f}). On a shared machine this is the "
+            "ratio to trust; the separate-process columns above give phases and memory.", ""]
+
+
 def report(result: dict) -> str:
     settings, luse, peer = result["settings"], result["luse"], result.get("peer")
     shape = luse["model_shape"]
@@ -765,6 +790,7 @@ def report(result: dict) -> str:
         "",
         "luse / peer above 1 means more of it on the luse side (faster for encodings/s, slower for times).",
         "",
+        *paired_lines(result.get("paired")),
         f"- luse: {luse['description']}.",
         (f"- sentence-transformers: {peer['description']}." if peer else
          "- sentence-transformers: not run (its unsupervised SimCSE has exactly 2 views)."),
@@ -883,9 +909,16 @@ def main(argv: list[str] | None = None) -> int:
         **summaries,
     }
     if "peer" in summaries:
+        print("paired: luse and peer in one process, a step of each in turn ...", file=sys.stderr)
+        try:
+            result["paired"] = run_paired_comparison(base, args.steps * args.rounds)
+        except WorkerError as error:
+            print(error, file=sys.stderr)
+            return 1
         result["ratios_luse_over_peer"] = {
             "encodings_per_second": summaries["luse"]["encodings_per_second"] / summaries["peer"]["encodings_per_second"],
             "step_seconds": summaries["luse"]["step_seconds_median"] / summaries["peer"]["step_seconds_median"],
+            "encodings_per_second_paired": result["paired"]["speedup_median"],
         }
     if args.sweep:
         print("sweep ...", file=sys.stderr)

@@ -59,12 +59,12 @@ def _in_worker() -> int | None:
     return info.id if info is not None else None
 
 
-def in_memory_items(rows: list) -> Callable[[int], Iterator]:
-    """Small supervised sets: held in memory, reshuffled each epoch with a seeded generator."""
+def in_memory_items(rows: list, seed: int) -> Callable[[int], Iterator]:
+    """Small supervised sets: held in memory, reshuffled each epoch from (seed, epoch)."""
 
     def make_items(epoch: int) -> Iterator:
         order = list(range(len(rows)))
-        random.Random(epoch).shuffle(order)
+        random.Random(f"{seed}:{epoch}").shuffle(order)
         return (rows[i] for i in order)
 
     return make_items
@@ -102,9 +102,9 @@ def build_task(config: TrainConfig, tokenizer) -> tuple[object, Callable[[int], 
     files = [Path(p) for p in config.data.corpus]
     if name == "simcse_sup":
         rows = [row for f in files for row in read_triplets(f)]
-        return TripletObjective(tokenizer, max_length, config.loss), in_memory_items(rows)
+        return TripletObjective(tokenizer, max_length, config.loss), in_memory_items(rows, config.seed)
     rows = [row for f in files for row in read_pairs(f)]
-    return PairsObjective(tokenizer, max_length, config.loss), in_memory_items(rows)
+    return PairsObjective(tokenizer, max_length, config.loss), in_memory_items(rows, config.seed)
 
 
 def build_evaluator(config: TrainConfig, make_items: Callable[[int], Iterable]):
