@@ -106,8 +106,8 @@ def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> t
         (no_decay if param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(param)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     try:
-        # The fused kernel (CPU and CUDA) was 8x faster than the default one on m3e-small here
-        # (benchmarks/results/throughput.md).
+        # The fused kernel (CPU and CUDA): about 3x faster optimizer steps on m3e-small on a quiet CPU
+        # (a few % of a step), 5-8x when other work shares the cores (benchmarks/results/throughput.md).
         return torch.optim.AdamW(groups, lr=lr, fused=True)
     except (RuntimeError, TypeError, ValueError):  # older torch, or a device without the fused kernel
         return torch.optim.AdamW(groups, lr=lr)
