@@ -41,7 +41,6 @@ import json
 import logging
 import mmap
 import os
-import secrets
 import struct
 import sys
 import time
@@ -52,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from luse.atomic import atomic_open
 from luse.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ def write_cache(path: str | os.PathLike, words: Sequence[str], neighbours: np.nd
     data_start = _align8(_PREAMBLE.size + len(blob))
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _atomic_output(path) as stream:
+    with atomic_open(path, "wb") as stream:
         stream.write(_PREAMBLE.pack(MAGIC, VERSION, 0, len(blob)))
         stream.write(blob)
         stream.write(b"\0" * (data_start - _PREAMBLE.size - len(blob)))
@@ -156,36 +156,6 @@ def write_cache(path: str | os.PathLike, words: Sequence[str], neighbours: np.nd
         stream.write(b"\0" * (cursor - written))
     return path
 
-
-@contextlib.contextmanager
-def _atomic_output(path: Path) -> Iterator:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    # os.open with 0o666 lets the umask decide the mode, as for any new file (mkstemp would force 0o600).
-    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            yield stream
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    # Makes the rename itself durable; not possible (nor needed) on every platform.
-    try:
-        handle = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(handle)
-    except OSError:
-        pass
-    finally:
-        os.close(handle)
 
 
 def _hash_table(encoded: list[bytes]) -> np.ndarray:
