@@ -146,9 +146,25 @@ def setup_logging() -> None:
         logger.propagate = False
 
 
-def run_recipe(name: str, default_config: Path, argv: list[str] | None = None) -> int:
-    """Entry point of ``recipes/NAME.py``: ``[--config FILE] key=value ...``; returns an exit code."""
+def load_encoder_for(config: TrainConfig):
+    """The trained model of the sentence-vector recipes: a SentenceEncoder from ``config.model``."""
     from luse.encoder import SentenceEncoder
+
+    model = config.model
+    return SentenceEncoder.from_pretrained(model.name_or_path, pooling=model.pooling, mlp=model.mlp,
+                                           max_length=model.max_length,
+                                           attn_implementation=model.attn_implementation)
+
+
+def run_recipe(name: str, default_config: Path, argv: list[str] | None = None, *,
+               build_model: Callable[[TrainConfig], object] = load_encoder_for,
+               build_task: Callable = build_task, export: Callable | None = None) -> int:
+    """Entry point of ``recipes/NAME.py``: ``[--config FILE] key=value ...``; returns an exit code.
+
+    Recipes whose model or objective differ from the sentence-vector ones pass their own
+    ``build_model(config) -> model`` (it must have a ``tokenizer``), ``build_task(config,
+    tokenizer) -> (objective, make_items)`` and ``export`` (see :func:`luse.trainer.train`).
+    """
     from luse.trainer import NonFiniteLossError, train
 
     setup_logging()
@@ -156,13 +172,11 @@ def run_recipe(name: str, default_config: Path, argv: list[str] | None = None) -
     try:
         path, overrides = split_argv(argv)
         config = load_config(path or default_config, overrides)
-        model = config.model
-        encoder = SentenceEncoder.from_pretrained(model.name_or_path, pooling=model.pooling, mlp=model.mlp,
-                                                  max_length=model.max_length,
-                                                  attn_implementation=model.attn_implementation)
+        encoder = build_model(config)
         objective, make_items = build_task(config, encoder.tokenizer)
         evaluate = build_evaluator(config, make_items)
-        result = train(config, objective, make_items, encoder=encoder, project=name, evaluate=evaluate)
+        result = train(config, objective, make_items, encoder=encoder, project=name, evaluate=evaluate,
+                       export=export)
         if config.data.num_workers == 0:
             report_skips(make_items)
     except (InputError, FileNotFoundError) as err:

@@ -126,12 +126,27 @@ def count_steps(config: TrainConfig, make_items: Callable[[int], Iterable], worl
 
 def train(config: TrainConfig, objective, make_items: Callable[[int], Iterable], *,
           encoder: SentenceEncoder | None = None, project: str = "luse",
-          evaluate: Callable[[SentenceEncoder], dict] | None = None) -> TrainResult:
+          evaluate: Callable[[SentenceEncoder], dict] | None = None,
+          export: Callable[..., None] | None = None) -> TrainResult:
     """Train ``encoder`` (loaded from ``config.model`` when None) on ``make_items(epoch)``.
 
     ``evaluate(encoder) -> {"score": float | None, "table": str, ...}`` runs every
     ``config.eval.every`` steps and at the end on the main process; the best score is exported
-    to ``OUTPUT/best``, the last model always to ``OUTPUT/final``.
+    to ``OUTPUT/best``, the last model always to ``OUTPUT/final``, with
+    ``export(model, out_dir, metadata=...)`` (default: :func:`luse.export.export_encoder`).
+
+    Optional objective hooks (an objective without them is a plain ``collate`` + ``loss``):
+
+    ``model_loss(model, inputs, batch) -> loss``
+        used instead of ``loss(model(**inputs), batch)`` when the loss needs more than the
+        sentence vectors (an LM head, a teacher); not combinable with GradCache.
+    ``setup(accelerator, model)``
+        once after ``accelerator.prepare`` and before resuming (build a momentum encoder, move a
+        teacher to the device).
+    ``after_optimizer_step(model)``
+        after every optimizer step (momentum updates, queue maintenance).
+    ``state_dict()`` / ``load_state_dict(state)``
+        extra state saved in every checkpoint and restored on resume (a negative queue).
     """
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration, set_seed
@@ -140,6 +155,10 @@ def train(config: TrainConfig, objective, make_items: Callable[[int], Iterable],
     from luse.atomic import check_writable
     from luse.export import export_encoder
 
+    export = export or export_encoder
+    if config.grad_cache_chunk and hasattr(objective, "model_loss"):
+        raise ValueError(f"grad_cache_chunk is not supported by {type(objective).__name__} "
+                         "(its loss needs the whole model, not only sentence vectors); set grad_cache_chunk=0")
     output_dir = Path(config.output_dir)
     check_writable(output_dir)  # fail before hours of training, not at the first save
     accelerator = Accelerator(
@@ -168,6 +187,10 @@ def train(config: TrainConfig, objective, make_items: Callable[[int], Iterable],
     model, optimizer = accelerator.prepare(encoder, optimizer)
     state = TrainState()
     accelerator.register_for_checkpointing(scheduler, state)
+    if hasattr(objective, "setup"):
+        objective.setup(accelerator, model)
+    if hasattr(objective, "state_dict"):
+        accelerator.register_for_checkpointing(objective)
 
     config_yaml = yaml.safe_dump(to_dict(config), allow_unicode=True, sort_keys=False)
     resume_dir = resolve_resume(config.resume, output_dir)
@@ -194,7 +217,7 @@ def train(config: TrainConfig, objective, make_items: Callable[[int], Iterable],
             accelerator.log({f"eval/{k}": v for k, v in result.get("metrics", {}).items()}, step=state.step)
             if score is not None and (state.best_score is None or score > state.best_score):
                 state.best_score, state.best_step = score, state.step
-                export_encoder(accelerator.unwrap_model(model), output_dir / "best",
+                export(accelerator.unwrap_model(model), output_dir / "best",
                                metadata={"step": state.step, "score": score, "config": to_dict(config)})
             accelerator.print(result.get("table", ""))
         accelerator.wait_for_everyone()
@@ -264,7 +287,7 @@ def train(config: TrainConfig, objective, make_items: Callable[[int], Iterable],
         checkpoint()
     final_dir = output_dir / "final"
     if accelerator.is_main_process:
-        export_encoder(accelerator.unwrap_model(model), final_dir,
+        export(accelerator.unwrap_model(model), final_dir,
                        metadata={"step": state.step, "eval": _jsonable(last_eval), "config": to_dict(config)})
         accelerator.print(f"exported {final_dir}" + (f"; best step {state.best_step} -> {output_dir / 'best'}"
                                                       if state.best_step is not None else ""))
@@ -284,7 +307,11 @@ def _micro_step(accelerator, model, optimizer, scheduler, objective, batch, enco
                 backward=lambda emb, grad: accelerator.backward(emb, gradient=grad),
                 no_sync=lambda: accelerator.no_sync(model))
         else:
-            loss = objective.loss(encode(**inputs), batch)
+            if hasattr(objective, "model_loss"):
+                with accelerator.autocast():
+                    loss = objective.model_loss(model, inputs, batch)
+            else:
+                loss = objective.loss(encode(**inputs), batch)
             if torch.isfinite(loss):
                 accelerator.backward(loss)
         finite = bool(torch.isfinite(loss))
@@ -309,6 +336,8 @@ def _micro_step(accelerator, model, optimizer, scheduler, objective, batch, enco
         if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
             scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        if accelerator.sync_gradients and hasattr(objective, "after_optimizer_step"):
+            objective.after_optimizer_step(model)
     return float(loss.detach())
 
 
