@@ -9,12 +9,14 @@ the losses use the embeddings of every process as candidates; see :mod:`luse.dis
 * ``simcse_sup`` (:class:`SimCSESupLoss`): ``anchor, positive[, negative]``, each ``[B, H]``;
   ``temperature``, ``hard_negative_weight``.
 * ``cosent`` (:class:`CoSENTLoss`): ``a, b [B, H]`` and ``scores [B]``; ``scale``.
+* ``distill`` (:class:`SimilarityDistillLoss`): ``student [n, H_s]``, ``teacher [n, H_t]``; ``weight``.
 
 ``LOSSES`` maps these names to the module classes, so a config can build one with
 ``LOSSES[name](**hyper_parameters)``.
 """
 
 from luse.losses.cosent import CoSENTLoss, cosent_loss
+from luse.losses.distill import SimilarityDistillLoss, similarity_distill_loss
 from luse.losses.luse import LuseLoss, luse_loss
 from luse.losses.simcse import SimCSESupLoss, SimCSEUnsupLoss, simcse_sup_loss, simcse_unsup_loss
 
@@ -23,6 +25,7 @@ LOSSES = {
     "simcse_unsup": SimCSEUnsupLoss,
     "simcse_sup": SimCSESupLoss,
     "cosent": CoSENTLoss,
+    "distill": SimilarityDistillLoss,
 }
 
 __all__ = [
@@ -31,8 +34,10 @@ __all__ = [
     "LuseLoss",
     "SimCSESupLoss",
     "SimCSEUnsupLoss",
+    "SimilarityDistillLoss",
     "cosent_loss",
     "luse_loss",
     "simcse_sup_loss",
     "simcse_unsup_loss",
+    "similarity_distill_loss",
 ]
