@@ -75,6 +75,16 @@ class EvalConfig:
 
 
 @dataclass
+class DistillConfig:
+    """recipes/distill.py: the student learns the teacher's cosine-similarity matrix (RoFormer-Sim)."""
+
+    teacher: str = "m3e-small"  # an exported luse model, a Hugging Face encoder directory, or m3e-small
+    weight: float = 100.0  # lambda of the loss
+    student_layers: int = 0  # >0: student = the teacher's embeddings + first N layers + pooler
+    student_config: str | None = None  # a config.json (or its dir): fresh student, teacher tensors that fit copied
+
+
+@dataclass
 class TrainConfig:
     output_dir: str = "runs/default"
     seed: int = 42
@@ -101,6 +111,7 @@ class TrainConfig:
     views: ViewsConfig = field(default_factory=ViewsConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
 
 CHOICES = {
