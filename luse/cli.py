@@ -31,6 +31,8 @@ from pathlib import Path
 SUBCOMMANDS = [
     "luse.cli:register_eval",
     "augment.commands:register",
+    "luse.retrieval_cli:register",
+    "luse.generation_cli:register",
 ]
 
 logger = logging.getLogger("luse.cli")
