@@ -64,6 +64,8 @@ class LossConfig:
     hard_negative_weight: float = 0.0  # simcse_sup
     scale: float = 20.0  # cosent
     gather: bool = True  # negatives from every process (all-gather with gradient)
+    queue_size: int = 0  # >0: a FIFO queue of this many momentum-encoder embeddings as extra negatives
+    momentum: float = 0.995  # EMA factor of the momentum encoder that fills the queue (luse.momentum)
 
 
 @dataclass
@@ -116,7 +118,7 @@ class TrainConfig:
 
 CHOICES = {
     "model.pooling": ("pooler", "cls", "mean", "first_last_avg"),
-    "loss.name": ("luse", "simcse_unsup", "simcse_sup", "cosent"),
+    "loss.name": ("luse", "simcse_unsup", "simcse_sup", "cosent", "cross_bce", "cross_mse"),
     "mixed_precision": ("auto", "no", "fp16", "bf16"),
     "on_nan": ("stop", "skip"),
     "report_to": ("tensorboard", "none"),
@@ -269,6 +271,12 @@ def validate(config: TrainConfig) -> None:
                          f"dropout={config.views.dropout} eda={config.views.eda}")
     if config.loss.temperature <= 0:
         raise InputError("config", "loss.temperature > 0", config.loss.temperature)
+    if config.loss.queue_size < 0 or not 0.0 <= config.loss.momentum <= 1.0:
+        raise InputError("config", "loss.queue_size >= 0 and loss.momentum in [0, 1]",
+                         f"queue_size={config.loss.queue_size} momentum={config.loss.momentum}")
+    if config.loss.queue_size and config.loss.name not in ("luse", "simcse_unsup", "simcse_sup"):
+        raise InputError("config", "loss.queue_size=0 with this loss (the momentum queue serves luse, "
+                         "simcse_unsup and simcse_sup)", f"loss.name={config.loss.name}")
 
 
 def to_dict(config: TrainConfig) -> dict:

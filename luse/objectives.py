@@ -60,11 +60,17 @@ class ViewsObjective:
             texts.extend([sentence] * self.n_dropout)
         return tokenize_unique(self.tokenizer, texts, self.max_length)
 
-    def loss(self, embeddings: torch.Tensor, batch: dict) -> torch.Tensor:
+    def loss(self, embeddings: torch.Tensor, batch: dict, extra_negatives: torch.Tensor | None = None) -> torch.Tensor:
         views = embeddings.view(-1, self.num_views, embeddings.shape[-1])
         if self.loss_config.name == "simcse_unsup":
-            return simcse_unsup_loss(views, self.loss_config.temperature, gather=self.loss_config.gather)
-        return luse_loss(views, self.loss_config.temperature, gather=self.loss_config.gather)
+            return simcse_unsup_loss(views, self.loss_config.temperature, gather=self.loss_config.gather,
+                                     extra_negatives=extra_negatives)
+        return luse_loss(views, self.loss_config.temperature, gather=self.loss_config.gather,
+                         extra_negatives=extra_negatives)
+
+    def positive_rows(self, batch: dict) -> torch.Tensor:
+        """Rows a momentum encoder encodes (:mod:`luse.momentum`): each sentence's own text, view 0."""
+        return torch.arange(0, batch["input_ids"].shape[0], self.num_views)
 
 
 class TripletObjective:
@@ -83,12 +89,17 @@ class TripletObjective:
         batch["columns"] = columns
         return batch
 
-    def loss(self, embeddings: torch.Tensor, batch: dict) -> torch.Tensor:
+    def loss(self, embeddings: torch.Tensor, batch: dict, extra_negatives: torch.Tensor | None = None) -> torch.Tensor:
         parts = embeddings.chunk(batch["columns"])
         negative = parts[2] if len(parts) > 2 else None
         return simcse_sup_loss(parts[0], parts[1], negative, temperature=self.loss_config.temperature,
                                hard_negative_weight=self.loss_config.hard_negative_weight,
-                               gather=self.loss_config.gather)
+                               gather=self.loss_config.gather, extra_negatives=extra_negatives)
+
+    def positive_rows(self, batch: dict) -> torch.Tensor:
+        """Rows a momentum encoder encodes (:mod:`luse.momentum`): the positive column."""
+        rows = batch["input_ids"].shape[0] // batch["columns"]
+        return torch.arange(rows, 2 * rows)
 
 
 class PairsObjective:

@@ -96,15 +96,25 @@ def build_task(config: TrainConfig, tokenizer) -> tuple[object, Callable[[int], 
     if name in ("luse", "simcse_unsup"):
         augmenter = build_augmenter(config) if config.views.eda else None
         objective = ViewsObjective(tokenizer, max_length, config.views, config.loss, augmenter)
-        return objective, corpus_items(config)
+        return with_queue(config, objective), corpus_items(config)
     from luse.data.supervised import read_pairs, read_triplets
 
     files = [Path(p) for p in config.data.corpus]
     if name == "simcse_sup":
         rows = [row for f in files for row in read_triplets(f)]
-        return TripletObjective(tokenizer, max_length, config.loss), in_memory_items(rows, config.seed)
+        objective = TripletObjective(tokenizer, max_length, config.loss)
+        return with_queue(config, objective), in_memory_items(rows, config.seed)
     rows = [row for f in files for row in read_pairs(f)]
     return PairsObjective(tokenizer, max_length, config.loss), in_memory_items(rows, config.seed)
+
+
+def with_queue(config: TrainConfig, objective):
+    """``objective`` with a momentum encoder and negative queue when ``loss.queue_size > 0``."""
+    if not config.loss.queue_size:
+        return objective
+    from luse.momentum import MomentumObjective
+
+    return MomentumObjective(objective, config.loss.queue_size, config.loss.momentum)
 
 
 def build_evaluator(config: TrainConfig, make_items: Callable[[int], Iterable]):
@@ -158,12 +168,14 @@ def load_encoder_for(config: TrainConfig):
 
 def run_recipe(name: str, default_config: Path, argv: list[str] | None = None, *,
                build_model: Callable[[TrainConfig], object] = load_encoder_for,
-               build_task: Callable = build_task, export: Callable | None = None) -> int:
+               build_task: Callable = build_task, export: Callable | None = None,
+               build_evaluator: Callable = build_evaluator) -> int:
     """Entry point of ``recipes/NAME.py``: ``[--config FILE] key=value ...``; returns an exit code.
 
     Recipes whose model or objective differ from the sentence-vector ones pass their own
     ``build_model(config) -> model`` (it must have a ``tokenizer``), ``build_task(config,
-    tokenizer) -> (objective, make_items)`` and ``export`` (see :func:`luse.trainer.train`).
+    tokenizer) -> (objective, make_items)``, ``export`` (see :func:`luse.trainer.train`) and
+    ``build_evaluator(config, make_items) -> evaluate | None``.
     """
     from luse.trainer import NonFiniteLossError, train
 

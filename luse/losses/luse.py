@@ -40,7 +40,8 @@ def require_positive(where: str, value: float) -> None:
         raise InputError(where, "a number > 0", got=value)
 
 
-def luse_loss(views: torch.Tensor, temperature: float = DEFAULT_TEMPERATURE, gather: bool = True) -> torch.Tensor:
+def luse_loss(views: torch.Tensor, temperature: float = DEFAULT_TEMPERATURE, gather: bool = True,
+              extra_negatives: torch.Tensor | None = None) -> torch.Tensor:
     """LUSE multi-positive listwise loss over ``V`` views of each sentence.
 
     Args:
@@ -49,6 +50,9 @@ def luse_loss(views: torch.Tensor, temperature: float = DEFAULT_TEMPERATURE, gat
         temperature: divides the cosine similarities before the softmax (0.05, as in SimCSE).
         gather: score this process's anchors against the embeddings of *every* process
             (:func:`luse.distributed.gather_with_grad`); a no-op without a process group.
+        extra_negatives: optional ``[K, H]`` embeddings that are negatives for every anchor (a
+            momentum queue, :mod:`luse.momentum`); added to every softmax denominator, never
+            gathered (every process holds the same ones) and usually without gradient.
 
     Returns:
         A scalar: the mean over this process's ``B * V`` anchors (with ``gather`` and unequal
@@ -56,7 +60,8 @@ def luse_loss(views: torch.Tensor, temperature: float = DEFAULT_TEMPERATURE, gat
         :func:`luse.distributed.global_mean_share`).
 
     Raises:
-        InputError: ``views`` is not ``[B, V, H]`` with ``B >= 1`` and ``V >= 2``, or ``temperature <= 0``.
+        InputError: ``views`` is not ``[B, V, H]`` with ``B >= 1`` and ``V >= 2``, ``temperature <= 0``,
+            or ``extra_negatives`` is not ``[K, H]``.
 
     Example::
 
@@ -74,6 +79,11 @@ def luse_loss(views: torch.Tensor, temperature: float = DEFAULT_TEMPERATURE, gat
     # Rows are sentence-major: embedding r is view r % V of sentence r // V.
     anchors = local.reshape(batch * n_views, hidden)
     candidates = candidates.reshape(-1, hidden)
+    n_anchors_global = candidates.shape[0]
+    if extra_negatives is not None:
+        check_extra_negatives("luse_loss: extra_negatives", extra_negatives, hidden)
+        # Appended after the batch: their ids never match an anchor's, so they are never self or positive.
+        candidates = torch.cat([candidates, F.normalize(extra_negatives.to(candidates.dtype), dim=-1)])
     logits = anchors @ candidates.T / temperature
 
     anchor_ids = torch.arange(batch * n_views, device=views.device) + offset * n_views
@@ -88,7 +98,13 @@ def luse_loss(views: torch.Tensor, temperature: float = DEFAULT_TEMPERATURE, gat
 
     if not gather:
         return per_anchor.mean()
-    return global_mean_share(per_anchor, candidates.shape[0])
+    return global_mean_share(per_anchor, n_anchors_global)
+
+
+def check_extra_negatives(where: str, extra: torch.Tensor, hidden: int) -> None:
+    """Raise :class:`~luse.errors.InputError` unless ``extra`` is a ``[K, hidden]`` tensor."""
+    if extra.dim() != 2 or extra.shape[1] != hidden:
+        raise InputError(where, f"a tensor of shape [K, {hidden}]", got=tuple(extra.shape))
 
 
 class LuseLoss(nn.Module):
@@ -105,8 +121,8 @@ class LuseLoss(nn.Module):
         self.temperature = temperature
         self.gather = gather
 
-    def forward(self, views: torch.Tensor) -> torch.Tensor:
-        return luse_loss(views, temperature=self.temperature, gather=self.gather)
+    def forward(self, views: torch.Tensor, extra_negatives: torch.Tensor | None = None) -> torch.Tensor:
+        return luse_loss(views, temperature=self.temperature, gather=self.gather, extra_negatives=extra_negatives)
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, gather={self.gather}"

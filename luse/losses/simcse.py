@@ -29,12 +29,12 @@ from torch import nn
 
 from luse.distributed import gather_with_grad, global_mean_share
 from luse.errors import InputError
-from luse.losses.luse import DEFAULT_TEMPERATURE, require_positive
+from luse.losses.luse import DEFAULT_TEMPERATURE, check_extra_negatives, require_positive
 
 
 def simcse_sup_loss(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor | None = None,
                     temperature: float = DEFAULT_TEMPERATURE, hard_negative_weight: float = 0.0,
-                    gather: bool = True) -> torch.Tensor:
+                    gather: bool = True, extra_negatives: torch.Tensor | None = None) -> torch.Tensor:
     """Supervised SimCSE: cross-entropy over all positives and hard negatives of the batch.
 
     Args:
@@ -48,6 +48,8 @@ def simcse_sup_loss(anchor: torch.Tensor, positive: torch.Tensor, negative: torc
             reference default); needs ``negative``.
         gather: score this process's anchors against the positives and hard negatives of every
             process (:func:`luse.distributed.gather_with_grad`); a no-op without a process group.
+        extra_negatives: optional ``[K, H]`` negatives for every anchor (a momentum queue, see
+            :mod:`luse.momentum`), appended as the last columns; never gathered.
 
     Returns:
         A scalar: the mean over this process's anchors (with ``gather`` and unequal shares across
@@ -74,6 +76,10 @@ def simcse_sup_loss(anchor: torch.Tensor, positive: torch.Tensor, negative: torc
 
     # Columns: all positives first, then all hard negatives (the reference code's layout).
     logits = torch.cat([anchors @ candidates[:, kind].T for kind in range(candidates.shape[1])], dim=1)
+    if extra_negatives is not None:
+        check_extra_negatives("simcse_sup_loss: extra_negatives", extra_negatives, anchors.shape[1])
+        extra = F.normalize(extra_negatives.to(anchors.dtype), dim=-1)
+        logits = torch.cat([logits, anchors @ extra.T], dim=1)
     logits = logits / temperature
     targets = torch.arange(len(anchors), device=anchor.device) + offset
     if hard_negative_weight != 0:
@@ -87,13 +93,14 @@ def simcse_sup_loss(anchor: torch.Tensor, positive: torch.Tensor, negative: torc
 
 
 def simcse_unsup_loss(views: torch.Tensor, temperature: float = DEFAULT_TEMPERATURE,
-                      gather: bool = True) -> torch.Tensor:
+                      gather: bool = True, extra_negatives: torch.Tensor | None = None) -> torch.Tensor:
     """Unsupervised SimCSE: view 0 of each sentence must pick out its own view 1.
 
     Args:
         views: embeddings ``[B, 2, H]``: two encodings of each sentence (different dropout masks).
         temperature: divides the cosine similarities (0.05, as in SimCSE).
         gather: use the view-1 embeddings of every process as candidates.
+        extra_negatives: optional ``[K, H]`` negatives for every anchor (see :func:`simcse_sup_loss`).
 
     Returns:
         A scalar: the mean cross-entropy over this process's ``B`` anchors (see
@@ -109,7 +116,8 @@ def simcse_unsup_loss(views: torch.Tensor, temperature: float = DEFAULT_TEMPERAT
         raise InputError("simcse_unsup_loss: views", "a tensor of shape [batch >= 1, 2, hidden]",
                          got=tuple(views.shape))
     require_positive("simcse_unsup_loss: temperature", temperature)
-    return simcse_sup_loss(views[:, 0], views[:, 1], None, temperature=temperature, gather=gather)
+    return simcse_sup_loss(views[:, 0], views[:, 1], None, temperature=temperature, gather=gather,
+                           extra_negatives=extra_negatives)
 
 
 def _check_pair(where: str, anchor: torch.Tensor, other: torch.Tensor) -> None:
@@ -137,10 +145,11 @@ class SimCSESupLoss(nn.Module):
         self.hard_negative_weight = hard_negative_weight
         self.gather = gather
 
-    def forward(self, anchor: torch.Tensor, positive: torch.Tensor,
-                negative: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor | None = None,
+                extra_negatives: torch.Tensor | None = None) -> torch.Tensor:
         return simcse_sup_loss(anchor, positive, negative, temperature=self.temperature,
-                               hard_negative_weight=self.hard_negative_weight, gather=self.gather)
+                               hard_negative_weight=self.hard_negative_weight, gather=self.gather,
+                               extra_negatives=extra_negatives)
 
     def extra_repr(self) -> str:
         return (f"temperature={self.temperature}, hard_negative_weight={self.hard_negative_weight}, "
@@ -161,8 +170,9 @@ class SimCSEUnsupLoss(nn.Module):
         self.temperature = temperature
         self.gather = gather
 
-    def forward(self, views: torch.Tensor) -> torch.Tensor:
-        return simcse_unsup_loss(views, temperature=self.temperature, gather=self.gather)
+    def forward(self, views: torch.Tensor, extra_negatives: torch.Tensor | None = None) -> torch.Tensor:
+        return simcse_unsup_loss(views, temperature=self.temperature, gather=self.gather,
+                                 extra_negatives=extra_negatives)
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, gather={self.gather}"
