@@ -55,6 +55,8 @@ class ViewsConfig:
     alpha_ri: float = 0.1
     alpha_rs: float = 0.1
     p_rd: float = 0.1
+    paraphrases: str | None = None  # jsonl {"text", "views"} of pre-generated paraphrases (luse generate --out)
+    generated: int = 0  # paraphrase views per sentence, looked up in views.paraphrases
 
 
 @dataclass
@@ -66,6 +68,15 @@ class LossConfig:
     gather: bool = True  # negatives from every process (all-gather with gradient)
     queue_size: int = 0  # >0: a FIFO queue of this many momentum-encoder embeddings as extra negatives
     momentum: float = 0.995  # EMA factor of the momentum encoder that fills the queue (luse.momentum)
+
+
+@dataclass
+class Seq2SeqConfig:
+    """RoFormer-Sim (luse.seq2seq): UniLM generation + contrastive CLS loss on similar pairs."""
+
+    mask_rate: float = 0.15  # share of source tokens replaced by [MASK] (BART-style noise)
+    lm_weight: float = 1.0  # weight of the generation (LM) loss
+    contrastive_weight: float = 1.0  # weight of the in-batch contrastive loss on CLS vectors
 
 
 @dataclass
@@ -113,12 +124,13 @@ class TrainConfig:
     views: ViewsConfig = field(default_factory=ViewsConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    seq2seq: Seq2SeqConfig = field(default_factory=Seq2SeqConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
 
 
 CHOICES = {
     "model.pooling": ("pooler", "cls", "mean", "first_last_avg"),
-    "loss.name": ("luse", "simcse_unsup", "simcse_sup", "cosent", "cross_bce", "cross_mse"),
+    "loss.name": ("luse", "simcse_unsup", "simcse_sup", "cosent", "cross_bce", "cross_mse", "roformer_sim"),
     "mixed_precision": ("auto", "no", "fp16", "bf16"),
     "on_nan": ("stop", "skip"),
     "report_to": ("tensorboard", "none"),
@@ -266,6 +278,9 @@ def validate(config: TrainConfig) -> None:
     if config.max_steps < 0 or config.epochs < 1 and config.max_steps == 0:
         raise InputError("config", "max_steps > 0, or max_steps=0 with epochs >= 1",
                          f"max_steps={config.max_steps} epochs={config.epochs}")
+    if config.views.generated < 0 or config.views.generated and not config.views.paraphrases:
+        raise InputError("config", "views.generated >= 0, and views.paraphrases=FILE when views.generated > 0",
+                         f"generated={config.views.generated} paraphrases={config.views.paraphrases}")
     if config.views.dropout < 0 or config.views.eda < 0:
         raise InputError("config", "views.dropout and views.eda >= 0",
                          f"dropout={config.views.dropout} eda={config.views.eda}")

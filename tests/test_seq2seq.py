@@ -1,0 +1,231 @@
+"""RoFormer-Sim (luse.seq2seq): UniLM mask, BART noise, the loss against a direct computation,
+the export, and a 2-step `accelerate launch recipes/roformer_sim.py` with BERT and RoFormer."""
+
+import json
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+from test_recipes import launch
+
+from luse.errors import InputError
+from luse.seq2seq import (
+    RoFormerSimObjective,
+    Seq2SeqModel,
+    bart_noise,
+    export_seq2seq,
+    extended_mask,
+    lm_targets,
+    load_seq2seq,
+    pack_pairs,
+    read_similar_pairs,
+    unilm_attention_mask,
+)
+
+PAIRS = [("广州和深圳哪个好？", "深圳和广州哪个好？"), ("科学技术是第一生产力。", "科技是第一生产力。"),
+         ("今天天气很好。", "今天的天气不错。"), ("我想学游泳。", "怎么学游泳？"),
+         ("这家店的咖啡不错。", "这家咖啡店味道很好。"), ("火车晚点了。", "列车晚点了半小时。")]
+
+
+@pytest.fixture(scope="module", params=["bert", "roformer"])
+def model(request, tiny_bert, tiny_roformer):
+    path = tiny_bert if request.param == "bert" else tiny_roformer
+    return Seq2SeqModel.from_pretrained(str(path), max_length=16).eval()
+
+
+def naive_mask(types, attention):
+    """Straight from the definition: source rows see the whole source; target row i sees the source
+    and target positions <= i; no row sees padding."""
+    batch, length = types.shape
+    allowed = torch.zeros(batch, length, length, dtype=torch.bool)
+    for b in range(batch):
+        for i in range(length):
+            for j in range(length):
+                if not attention[b, j]:
+                    continue
+                if types[b, j] == 0:
+                    allowed[b, i, j] = True
+                else:
+                    allowed[b, i, j] = bool(types[b, i] == 1) and j <= i
+    return allowed
+
+
+def test_unilm_mask_matches_direct_construction():
+    rng = random.Random(0)
+    rows = [([1] * rng.randint(2, 6), [2] * rng.randint(1, 6)) for _ in range(8)]
+    batch = pack_pairs(rows, pad_id=0)
+    types, attention = batch["token_type_ids"], batch["attention_mask"]
+    mask = unilm_attention_mask(types, attention)
+    expected = naive_mask(types, attention)
+    real = attention.bool()[:, :, None]  # rows of padding queries are never read
+    assert torch.equal(mask & real, expected & real)
+    # the source never sees the target; the target sees the source and its own past only
+    first = rows[0]
+    n, m = len(first[0]), len(first[1])
+    assert not mask[0, :n, n:].any() and mask[0, :n, :n].all()
+    assert torch.equal(mask[0, n:n + m, n:n + m], torch.ones(m, m, dtype=torch.bool).tril())
+
+
+def test_extended_mask_is_applied(model):
+    """Source states must not depend on the target; a target state not on later target tokens."""
+    tok = model.tokenizer
+    source = tok("科学技术是第一生产力", add_special_tokens=False)["input_ids"]
+    target_a = tok("科技是第一生产力", add_special_tokens=False)["input_ids"]
+    target_b = target_a[:3] + tok("北京上海广州", add_special_tokens=False)["input_ids"][:len(target_a) - 3]
+    rows = [([tok.cls_token_id, *source, tok.sep_token_id], [*t, tok.sep_token_id]) for t in (target_a, target_b)]
+    batch = pack_pairs(rows, tok.pad_token_id)
+    with torch.no_grad():
+        hidden = model.seq2seq_hidden(**batch)
+        plain = model.backbone(**batch).last_hidden_state
+    n = len(source) + 2
+    assert torch.allclose(hidden[0, :n], hidden[1, :n], atol=1e-5)
+    assert torch.allclose(hidden[0, :n + 3], hidden[1, :n + 3], atol=1e-5)  # targets agree up to token 3
+    assert not torch.allclose(hidden[0, n + 3:], hidden[1, n + 3:], atol=1e-3)
+    # without the UniLM mask the source does see the target: the mask really changed something
+    assert not torch.allclose(plain[0, :n], plain[1, :n], atol=1e-3)
+    # the mask form matches the attention implementation (bool for SDPA, additive for eager)
+    ext = extended_mask(unilm_attention_mask(batch["token_type_ids"], batch["attention_mask"]), model.backbone)
+    assert ext.shape == (2, 1, batch["input_ids"].shape[1], batch["input_ids"].shape[1])
+
+
+def test_lm_head_tied_and_new_head_logged(tiny_roformer, caplog):
+    with caplog.at_level("WARNING", logger="luse"):
+        model = Seq2SeqModel.from_pretrained(str(tiny_roformer))
+    assert model.new_lm_head and "has no LM head: started a new one" in caplog.text
+    assert model.lm_head.predictions.decoder.weight is model.backbone.embeddings.word_embeddings.weight
+
+
+def direct_loss(model, batch, contrastive_weight, temperature):
+    """LM loss by running every target prefix on its own (no padding, no batching), plus SimBERT's
+    contrastive loss written out: each of the 2B CLS vectors must pick its partner among the other 2B-1."""
+    losses, cls = [], []
+    for row in range(batch["input_ids"].shape[0]):
+        real = batch["attention_mask"][row].bool()
+        ids, types = batch["input_ids"][row][real], batch["token_type_ids"][row][real]
+        start = int((types == 0).sum())
+        for t in range(start, len(ids)):  # predict ids[t] from ids[:t]
+            prefix = {"input_ids": ids[None, :t], "token_type_ids": types[None, :t],
+                      "attention_mask": torch.ones(1, t, dtype=torch.long)}
+            hidden = model.seq2seq_hidden(**prefix)
+            losses.append(-F.log_softmax(model.lm_head(hidden[0, -1]), -1)[ids[t]])
+        source = {"input_ids": ids[None, :start], "attention_mask": torch.ones(1, start, dtype=torch.long),
+                  "token_type_ids": types[None, :start]}
+        cls.append(model.backbone(**source).last_hidden_state[0, 0])
+    lm = torch.stack(losses).mean()
+    z = F.normalize(torch.stack(cls), dim=-1)
+    logits = z @ z.T / temperature
+    logits.fill_diagonal_(float("-inf"))
+    partner = torch.arange(len(z)) ^ 1  # rows 2i and 2i+1 are a -> b and b -> a
+    return lm + contrastive_weight * F.cross_entropy(logits, partner)
+
+
+def test_loss_matches_direct_computation(model):
+    objective = RoFormerSimObjective(model.tokenizer, 16, mask_rate=0.3, contrastive_weight=0.5,
+                                     temperature=0.1, gather=False)
+    batch = objective.collate(PAIRS[:3], random.Random(1))
+    with torch.no_grad():
+        got = objective.model_loss(model, batch, batch)
+        expected = direct_loss(model, batch, 0.5, 0.1)
+    assert torch.allclose(got, expected, atol=1e-4), (got, expected)
+
+
+def test_collate_orders_and_noise(model):
+    tok = model.tokenizer
+    objective = RoFormerSimObjective(tok, 16, mask_rate=0.5)
+    batch = objective.collate(PAIRS, random.Random(0))
+    assert batch["input_ids"].shape[0] == 2 * len(PAIRS)
+    ids = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    masked = total = 0
+    for row in range(batch["input_ids"].shape[0]):
+        a, b = PAIRS[row // 2] if row % 2 == 0 else PAIRS[row // 2][::-1]
+        real = batch["attention_mask"][row].bool()
+        seq, types = batch["input_ids"][row][real].tolist(), batch["token_type_ids"][row][real]
+        n = int((types == 0).sum())
+        assert seq[0] == tok.cls_token_id and seq[n - 1] == tok.sep_token_id and seq[-1] == tok.sep_token_id
+        assert seq[n:-1] == ids(b)  # the target is clean
+        source = seq[1:n - 1]
+        assert all(s in (t, tok.mask_token_id) for s, t in zip(source, ids(a), strict=True))
+        masked += sum(s == tok.mask_token_id for s in source)
+        total += len(source)
+    assert 0.25 < masked / total < 0.75
+    assert bart_noise([5, 6, 7], 0.0, 4, random.Random(0)) == [5, 6, 7]
+    predict, targets = lm_targets(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
+    assert int(predict.sum()) == len(targets) == int(((batch["token_type_ids"] == 1)).sum())
+
+
+def test_read_similar_pairs(tmp_path):
+    jsonl = tmp_path / "pairs.jsonl"
+    jsonl.write_text('{"text1": "甲", "text2": "乙"}\n\n{"a": "丙", "b": "丁", "x": 1}\n', encoding="utf-8")
+    assert list(read_similar_pairs(jsonl)) == [("甲", "乙"), ("丙", "丁")]
+    tsv = tmp_path / "pairs.tsv"
+    tsv.write_text("甲\t乙\n丙\t丁\n", encoding="utf-8")
+    assert list(read_similar_pairs(tsv)) == [("甲", "乙"), ("丙", "丁")]
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("甲\t乙\n丙\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"bad.tsv:2: expected 2 tab-separated"):
+        list(read_similar_pairs(bad))
+    bad_json = tmp_path / "bad.jsonl"
+    bad_json.write_text('{"text1": "甲"}\n', encoding="utf-8")
+    with pytest.raises(InputError, match=r"bad.jsonl:1: expected a JSON object"):
+        list(read_similar_pairs(bad_json))
+
+
+def test_export_loads_with_plain_transformers(model, tmp_path):
+    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM
+
+    out = export_seq2seq(model, tmp_path / "export", metadata={"step": 1})
+    batch = pack_pairs([([2, 10, 11, 3], [12, 3])], model.tokenizer.pad_token_id)
+    sentence = model.tokenize(["今天天气很好"])
+    with torch.no_grad():
+        _, ours = model(**batch, seq2seq=True)
+        our_cls = model(**sentence)
+        mlm = AutoModelForMaskedLM.from_pretrained(out).eval()
+        mask = extended_mask(unilm_attention_mask(batch["token_type_ids"], batch["attention_mask"]), mlm.base_model)
+        theirs = mlm(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"], attention_mask=mask).logits
+        assert torch.allclose(ours, theirs, atol=1e-5)
+        plain = AutoModel.from_pretrained(out).eval()
+        assert type(plain).__name__ in ("BertModel", "RoFormerModel")
+        assert torch.allclose(plain(**sentence)[0][:, 0], our_cls, atol=1e-5)
+        causal = AutoModelForCausalLM.from_pretrained(out)
+        assert torch.equal(causal.get_output_embeddings().weight, mlm.get_output_embeddings().weight)
+    info = json.loads((out / "luse.json").read_text())
+    assert info["pooling"] == "cls" and info["max_length"] == 16 and info["metadata"] == {"step": 1}
+    again = load_seq2seq(out)
+    assert not again.new_lm_head and again.max_length == 16
+
+
+def test_objective_rejects_bad_rate():
+    with pytest.raises(InputError, match="mask_rate"):
+        RoFormerSimObjective(None, 16, mask_rate=1.0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["bert", "roformer"])
+def test_recipe_launch(kind, tmp_path, tiny_bert, tiny_roformer):
+    from transformers import AutoTokenizer, BertForMaskedLM, BertModel, RoFormerForMaskedLM, RoFormerModel
+
+    path = tiny_bert if kind == "bert" else tiny_roformer
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps({"text1": a, "text2": b}, ensure_ascii=False) + "\n" for a, b in PAIRS),
+                    encoding="utf-8")
+    sts = tmp_path / "sts.tsv"
+    sts.write_text("".join(f"{a}\t{b}\t{i % 3}\n" for i, (a, b) in enumerate(PAIRS)), encoding="utf-8")
+    out = tmp_path / "out"
+    result = launch("roformer_sim", [f"output_dir={out}", "max_steps=2", "batch_size=3", f"model.name_or_path={path}",
+                                     "model.max_length=16", f"data.corpus=[{data}]", f"eval.sts=[{sts}]",
+                                     "eval.every=1", "save_every=1", "report_to=none"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "has no LM head: started a new one" in result.stderr
+    final = out / "final"
+    mlm_class, base_class = (BertForMaskedLM, BertModel) if kind == "bert" else (RoFormerForMaskedLM, RoFormerModel)
+    tokenizer = AutoTokenizer.from_pretrained(final)
+    batch = tokenizer(["今天天气很好"], return_tensors="pt")
+    with torch.no_grad():
+        logits = mlm_class.from_pretrained(final).eval()(**batch).logits
+        vector = base_class.from_pretrained(final).eval()(**batch)[0][:, 0]
+    assert logits.shape[-1] == tokenizer.vocab_size and torch.isfinite(logits).all()
+    assert vector.shape == (1, 32) and torch.isfinite(vector).all()
+    assert (out / "checkpoints" / "step-00000002").is_dir()
+    trained = load_seq2seq(final)
+    assert not trained.new_lm_head
