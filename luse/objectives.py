@@ -31,20 +31,25 @@ def tokenize_unique(tokenizer, texts: Sequence[str], max_length: int) -> dict[st
 
 
 class ViewsObjective:
-    """Each sentence is encoded ``1 + eda + dropout`` times: the sentence, its EDA views, and
-    copies of the sentence that differ only by dropout. Rows are sentence-major, so the
+    """Each sentence is encoded ``1 + eda + generated + dropout`` times: the sentence, its EDA
+    views, its pre-generated paraphrases (``paraphraser``, e.g. :class:`augment.paraphrases.ParaphraseViews`)
+    and copies of the sentence that differ only by dropout. Rows are sentence-major, so the
     embeddings reshape to ``[B, V, H]``."""
 
     kind = "views"
 
     def __init__(self, tokenizer, max_length: int, views: ViewsConfig, loss: LossConfig,
-                 augmenter: Callable[[str, int, random.Random], list[str]] | None = None):
+                 augmenter: Callable[[str, int, random.Random], list[str]] | None = None,
+                 paraphraser: Callable[[str, int, random.Random], list[str]] | None = None):
         self.tokenizer, self.max_length, self.loss_config = tokenizer, max_length, loss
         self.n_eda, self.n_dropout = views.eda, views.dropout
         self.augmenter = augmenter
         if self.n_eda and augmenter is None:
             raise ValueError("views.eda > 0 needs an augmenter (EDA)")
-        self.num_views = 1 + self.n_eda + self.n_dropout
+        self.n_generated, self.paraphraser = views.generated, paraphraser
+        if self.n_generated and paraphraser is None:
+            raise ValueError("views.generated > 0 needs a paraphraser (views.paraphrases=FILE)")
+        self.num_views = 1 + self.n_eda + self.n_generated + self.n_dropout
         if self.num_views < 2:
             raise ValueError("a views objective needs at least 2 views: set views.dropout or views.eda")
         if loss.name == "simcse_unsup" and self.num_views != 2:
@@ -57,6 +62,8 @@ class ViewsObjective:
             texts.append(sentence)
             if self.n_eda:
                 texts.extend(self.augmenter(sentence, self.n_eda, rng))
+            if self.n_generated:
+                texts.extend(self.paraphraser(sentence, self.n_generated, rng))
             texts.extend([sentence] * self.n_dropout)
         return tokenize_unique(self.tokenizer, texts, self.max_length)
 

@@ -88,6 +88,15 @@ def build_augmenter(config: TrainConfig):
     return eda.views
 
 
+def build_paraphraser(config: TrainConfig):
+    """Pre-generated paraphrase views (``views.paraphrases``, from ``luse generate --in --out``), or None."""
+    if not config.views.generated:
+        return None
+    from augment.paraphrases import ParaphraseViews
+
+    return ParaphraseViews(config.views.paraphrases)
+
+
 def build_task(config: TrainConfig, tokenizer) -> tuple[object, Callable[[int], Iterable]]:
     """The objective and the item stream for ``config.loss.name``."""
     from luse.objectives import PairsObjective, TripletObjective, ViewsObjective
@@ -95,7 +104,8 @@ def build_task(config: TrainConfig, tokenizer) -> tuple[object, Callable[[int], 
     name, max_length = config.loss.name, config.model.max_length
     if name in ("luse", "simcse_unsup"):
         augmenter = build_augmenter(config) if config.views.eda else None
-        objective = ViewsObjective(tokenizer, max_length, config.views, config.loss, augmenter)
+        objective = ViewsObjective(tokenizer, max_length, config.views, config.loss, augmenter,
+                                   paraphraser=build_paraphraser(config))
         return with_queue(config, objective), corpus_items(config)
     from luse.data.supervised import read_pairs, read_triplets
 
