@@ -33,6 +33,7 @@ SUBCOMMANDS = [
     "augment.commands:register",
     "luse.retrieval_cli:register",
     "luse.generation_cli:register",
+    "luse.mining.commands:register",
 ]
 
 logger = logging.getLogger("luse.cli")
