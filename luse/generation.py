@@ -5,8 +5,9 @@ are sampled token by token (temperature, top-k, top-p) under the UniLM mask unti
 distinct ones other than the input are ranked by cosine similarity to the input under the
 model's own CLS encoder (or any given encoder) and the best ``k`` are returned with their scores.
 
-Decoding recomputes the whole sequence at each step (no key/value cache): simple and exact under
-the UniLM mask, and cheap at sentence length.
+Decoding is incremental: the keys and values of the prompt and of the tokens written so far are
+cached, so each step runs the model on one new token per candidate (``use_cache=False`` in
+:func:`sample_targets` recomputes the whole sequence instead; the tests check both agree).
 """
 
 from __future__ import annotations
@@ -88,8 +89,16 @@ def source_ids(tokenizer, text: str, max_length: int, mask_idxs: Sequence[int] |
 
 @torch.no_grad()
 def sample_targets(model, prompt: list[int], n: int, *, top_p: float, top_k: int, temperature: float,
-                   batch_size: int, max_new_tokens: int, generator: torch.Generator | None = None) -> list[list[int]]:
-    """``n`` sampled target token lists (without the final [SEP]) after the source ``prompt``."""
+                   batch_size: int, max_new_tokens: int, generator: torch.Generator | None = None,
+                   use_cache: bool = True) -> list[list[int]]:
+    """``n`` sampled target token lists (without the final [SEP]) after the source ``prompt``.
+
+    With ``use_cache`` each step feeds only the newest token and reuses the keys and values of
+    the earlier ones (the UniLM mask lets a new target token see everything before it); without,
+    each step recomputes the whole sequence. Both give the same distribution at every step.
+    """
+    from transformers import DynamicCache
+
     tok = model.tokenizer
     was_training = model.training
     model.eval()
@@ -101,10 +110,14 @@ def sample_targets(model, prompt: list[int], n: int, *, top_p: float, top_k: int
         ids = torch.tensor([prompt] * rows, device=device)
         types = torch.zeros_like(ids)
         active = torch.arange(rows, device=device)  # rows still writing
+        cache = DynamicCache(config=model.backbone.config) if use_cache else None
+        fresh = ids  # what the cached model has not seen yet: the prompt, then one token per step
         done: dict[int, list[int]] = {}
         for _ in range(max_new_tokens):
-            batch_ids, batch_types = ids[active], types[active]
-            hidden = model.seq2seq_hidden(batch_ids, torch.ones_like(batch_ids), batch_types)
+            if cache is None:
+                hidden = model.seq2seq_hidden(ids[active], torch.ones_like(ids[active]), types[active])
+            else:
+                hidden = model.seq2seq_step(fresh, types[active], cache)
             logits = model.lm_head(hidden[:, -1]).float() / temperature
             logits[:, banned] = float("-inf")
             token = torch.multinomial(filter_logits(logits, top_k, top_p).softmax(-1), 1, generator=generator)
@@ -114,9 +127,11 @@ def sample_targets(model, prompt: list[int], n: int, *, top_p: float, top_k: int
             finished = token.squeeze(1) == tok.sep_token_id
             for row in active[finished].tolist():
                 done[row] = ids[row, len(prompt):-1].tolist()
-            active = active[~finished]
+            active, fresh = active[~finished], token[~finished]
             if not len(active):
                 break
+            if cache is not None and finished.any():
+                cache.reorder_cache(torch.nonzero(~finished).flatten())  # drop finished rows from the cache
         for row in active.tolist():  # hit max_new_tokens: keep what was written
             done[row] = ids[row, len(prompt):].tolist()
         results.extend(done[row] for row in range(rows))

@@ -142,6 +142,16 @@ class Seq2SeqModel(SentenceEncoder):
                                 return_dict=True)
         return outputs.last_hidden_state
 
+    def seq2seq_step(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor, cache) -> torch.Tensor:
+        """Incremental decoding: hidden states ``[B, q, H]`` of the ``q = input_ids.shape[1]`` newest
+        tokens, given a key/value ``cache`` (a ``transformers.DynamicCache``, updated in place) of the
+        earlier ones. ``token_type_ids`` covers the whole sequence so far, the new tokens last; no padding."""
+        q = input_ids.shape[1]
+        allowed = unilm_attention_mask(token_type_ids, torch.ones_like(token_type_ids))[:, -q:]
+        outputs = self.backbone(input_ids=input_ids, attention_mask=extended_mask(allowed, self.backbone),
+                                token_type_ids=token_type_ids[:, -q:], past_key_values=cache, return_dict=True)
+        return outputs.last_hidden_state
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None, pooling: str | None = None,
                 seq2seq: bool = False, predict: torch.Tensor | None = None):

@@ -12,7 +12,7 @@ from augment.paraphrases import ParaphraseViews
 from luse.cli import main
 from luse.config import load_config
 from luse.errors import InputError
-from luse.generation import decode, filter_logits, gen_synonyms, seeded_generator, source_ids
+from luse.generation import decode, filter_logits, gen_synonyms, sample_targets, seeded_generator, source_ids
 from luse.objectives import ViewsObjective
 from luse.seq2seq import Seq2SeqModel, export_seq2seq
 
@@ -49,6 +49,18 @@ def test_gen_synonyms_returns_k_distinct_ranked(model):
     assert again == ranked  # seeded sampling is reproducible
 
 
+@pytest.mark.parametrize("kind", ["bert", "roformer"])
+def test_cached_decoding_matches_full_recomputation(kind, tiny_bert, tiny_roformer):
+    model = Seq2SeqModel.from_pretrained(str(tiny_bert if kind == "bert" else tiny_roformer), max_length=16).eval()
+    with torch.no_grad():  # make [SEP] likely, so that rows finish at different steps (and leave the cache)
+        model.lm_head.predictions.bias[model.tokenizer.sep_token_id] = 9.0
+    prompt = source_ids(model.tokenizer, TEXT, 16, [3])
+    runs = [sample_targets(model, prompt, 10, top_p=0.95, top_k=0, temperature=1.0, batch_size=6, max_new_tokens=8,
+                           generator=seeded_generator(3), use_cache=cache) for cache in (False, True)]
+    assert runs[0] == runs[1]
+    assert len({len(s) for s in runs[0]}) > 2  # some stopped early, some ran on
+
+
 def test_gen_synonyms_drops_input_and_duplicates(model, monkeypatch):
     import luse.generation as generation
 
@@ -67,15 +79,15 @@ def test_mask_idxs_are_masked_in_the_prompt(model, monkeypatch):
     assert tok.convert_ids_to_tokens(plain[6:8]) == ["第", "一"]  # the seed's example: [6, 7] masks 第一
     assert ids[6] == ids[7] == tok.mask_token_id and ids[:6] == plain[:6] and ids[8:] == plain[8:]
     seen = []
-    original = model.seq2seq_hidden
+    original = model.seq2seq_step
 
-    def spy(input_ids, attention_mask, token_type_ids):
+    def spy(input_ids, token_type_ids, cache):
         seen.append(input_ids.clone())
-        return original(input_ids, attention_mask, token_type_ids)
+        return original(input_ids, token_type_ids, cache)
 
-    monkeypatch.setattr(model, "seq2seq_hidden", spy)
+    monkeypatch.setattr(model, "seq2seq_step", spy)
     gen_synonyms(model, TEXT, n=2, k=2, mask_idxs=[6, 7], max_new_tokens=2, generator=seeded_generator(1))
-    assert seen and all(torch.equal(batch[:, :len(ids)], torch.tensor([ids] * len(batch))) for batch in seen)
+    assert torch.equal(seen[0], torch.tensor([ids] * 2))  # the first step reads the masked prompt
     with pytest.raises(InputError, match="mask_idxs"):
         source_ids(tok, TEXT, 16, [0])
     with pytest.raises(InputError, match="mask_idxs"):
