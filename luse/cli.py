@@ -34,6 +34,7 @@ SUBCOMMANDS = [
     "luse.retrieval_cli:register",
     "luse.generation_cli:register",
     "luse.mining.commands:register",
+    "luse.mining.negatives:register",
 ]
 
 logger = logging.getLogger("luse.cli")
