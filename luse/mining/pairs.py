@@ -42,7 +42,7 @@ from __future__ import annotations
 import json
 import logging
 import random
-import unicodedata
+import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -63,14 +63,19 @@ _PRIME = (1 << 31) - 1  # hash values stay below 2^31, so a * x + b fits in 64 b
 
 # --- similarity ----------------------------------------------------------------------------
 
+_NOT_WORD = re.compile(r"[\W_]+")
+
+
 def normalize(text: str) -> str:
-    """The text without whitespace, punctuation and symbols, lower-cased (what Jaccard compares)."""
-    return "".join(ch for ch in text.lower() if unicodedata.category(ch)[0] not in "PZSC")
+    """The text lower-cased, keeping letters, digits and CJK characters only (what Jaccard compares):
+    whitespace, punctuation and symbols go."""
+    return _NOT_WORD.sub("", text.lower())
 
 
-def shingles(text: str, ngram: int = 1) -> frozenset[str]:
-    """The set of character ``ngram``-grams of ``normalize(text)`` (a shorter text: itself)."""
-    chars = normalize(text)
+def shingles(text: str, ngram: int = 1, normalized: bool = False) -> frozenset[str]:
+    """The set of character ``ngram``-grams of ``normalize(text)`` (a shorter text: itself);
+    ``normalized=True`` when ``text`` already is."""
+    chars = text if normalized else normalize(text)
     if len(chars) <= ngram:
         return frozenset([chars]) if chars else frozenset()
     return frozenset(chars[i:i + ngram] for i in range(len(chars) - ngram + 1))
@@ -99,6 +104,16 @@ class MinHasher:
         self.num_perm = num_perm
         self.a = rng.integers(1, _PRIME, size=(num_perm, 1), dtype=np.uint64)
         self.b = rng.integers(0, _PRIME, size=(num_perm, 1), dtype=np.uint64)
+        self._codes: dict[str, int] = {}
+
+    def _code(self, gram: str) -> int:
+        """A stable 31-bit code of an n-gram, remembered (character vocabularies are small)."""
+        code = self._codes.get(gram)
+        if code is None:
+            code = zlib.crc32(gram.encode("utf-8")) % _PRIME
+            if len(self._codes) < 1_000_000:
+                self._codes[gram] = code
+        return code
 
     def signatures(self, sets: list[frozenset[str]], block: int = 1 << 15) -> np.ndarray:
         """``[len(sets), num_perm]`` uint64 minima; every set must be non-empty."""
@@ -110,7 +125,7 @@ class MinHasher:
             while stop < len(sets) and (total == 0 or total + len(sets[stop]) <= block):
                 total += len(sets[stop])
                 stop += 1
-            values = np.fromiter((zlib.crc32(s.encode("utf-8")) % _PRIME for group in sets[start:stop] for s in group),
+            values = np.fromiter((self._code(s) for group in sets[start:stop] for s in group),
                                  dtype=np.uint64, count=total)
             lengths = np.fromiter((len(group) for group in sets[start:stop]), dtype=np.int64, count=stop - start)
             offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
@@ -344,9 +359,10 @@ class PairMiner:
             for sentence in split_sentences(text):
                 if len(sentence) > self.max_chars or sentence in seen:
                     continue
-                grams = shingles(sentence, self.ngram)
-                if len(normalize(sentence)) < self.min_chars or not grams:
+                chars = normalize(sentence)
+                if len(chars) < self.min_chars:
                     continue
+                grams = shingles(chars, self.ngram, normalized=True)
                 seen.add(sentence)
                 out.append((part, sentence, grams))
         return out
@@ -357,6 +373,7 @@ class PairMiner:
         ``progress(n)`` is called with the number of groups read since the last call.
         """
         blocks: dict[int, list] = {ANSWERS: [], DOCUMENTS: []}
+        filled = {ANSWERS: 0, DOCUMENTS: 0}  # sentences in each pending block
         for group in groups:
             if progress is not None:
                 progress(1)
@@ -366,11 +383,11 @@ class PairMiner:
             serial = self.groups_read = self.groups_read + 1
             if self.negatives:
                 self._sample(serial, rows)
-            block = blocks[group.scheme]
-            block.append((serial, rows))
-            if sum(len(r) for _, r in block) >= self.block_sentences:
-                yield from self._mine_block(group.scheme, block)
-                blocks[group.scheme] = []
+            blocks[group.scheme].append((serial, rows))
+            filled[group.scheme] += len(rows)
+            if filled[group.scheme] >= self.block_sentences:
+                yield from self._mine_block(group.scheme, blocks[group.scheme])
+                blocks[group.scheme], filled[group.scheme] = [], 0
         for scheme, block in blocks.items():
             if block:
                 yield from self._mine_block(scheme, block)
