@@ -29,7 +29,6 @@ Enable it in any contrastive recipe (pretrain_luse, simcse_unsup, simcse_sup)::
 from __future__ import annotations
 
 import copy
-import random
 
 import torch
 
@@ -110,12 +109,11 @@ class MomentumObjective:
                              "luse, simcse_unsup and simcse_sup)", got=type(objective).__name__)
         self.objective = objective
         self.kind = objective.kind
+        # The inner objective's own method: DataLoader workers get it without the momentum encoder.
+        self.collate = objective.collate
         self.queue = MomentumQueue(size, momentum)
         self.pending: list[torch.Tensor] = []  # keys of this step's micro-batches, gathered, not yet queued
         self._accelerator = None
-
-    def collate(self, items: list, rng: random.Random) -> dict:
-        return self.objective.collate(items, rng)
 
     def setup(self, accelerator, model) -> None:
         self._accelerator = accelerator

@@ -255,8 +255,19 @@ def test_resume_with_a_queue_is_exact(tmp_path, tiny_bert):
     assert torch.equal(final_state["queue"], objective_a.queue.negatives())
 
 
+def test_queue_with_accumulation_grad_cache_and_workers(tmp_path, tiny_bert):
+    """Keys of every micro-batch join the queue after the optimizer step, also under GradCache and
+    with batches built in a DataLoader worker."""
+    config = _config(tmp_path, "gc", max_steps=2, grad_accum=2, grad_cache_chunk=5, save_every=0,
+                     **{"eval.every": 0, "data.num_workers": 1, "loss.queue_size": 20})
+    result, objective = _run(config, tiny_bert, None)
+    assert result.step == 2 and objective.pending == []
+    assert objective.queue.negatives().shape == (16, 32)  # 2 steps x 2 micro-batches x 4 sentences
+
+
 # --- a recipe with the queue on ---------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_simcse_sup_recipe_with_a_queue(tmp_path, tiny_bert):
     import json
 
@@ -278,3 +289,28 @@ def test_simcse_sup_recipe_with_a_queue(tmp_path, tiny_bert):
     step1 = _queue_state(out / "checkpoints" / "step-00000001")
     assert torch.equal(step1["queue"][-2:], state["queue"][:2])  # FIFO: step 1's last keys moved to the front
     assert not torch.equal(step1["encoder"]["backbone.pooler.dense.weight"], state["encoder"]["backbone.pooler.dense.weight"])
+
+
+@pytest.mark.slow
+def test_two_processes_fill_the_queue_like_one(tmp_path):
+    """2 processes x 4 sentences fill the queue exactly as 1 process x 8 (keys gathered in rank order)."""
+    from test_recipes import SENTENCES as ZH
+    from test_recipes import launch
+    from tiny_models import make_tiny_model
+
+    model = make_tiny_model(tmp_path / "model", dropout=0.0)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(ZH * 2) + "\n", encoding="utf-8")
+    args = {"max_steps": 2, "model.name_or_path": model, "data.corpus": corpus, "data.min_chars": 2,
+            "eval.every": 0, "save_every": 1, "report_to": "none", "lr": 1e-3, "loss.queue_size": 12,
+            "loss.momentum": 0.9}
+    states = []
+    for name, batch, processes in (("one", 8, 1), ("two", 4, 2)):
+        run = {**args, "output_dir": tmp_path / name, "batch_size": batch}
+        result = launch("simcse_unsup", [f"{k}={v}" for k, v in run.items()], processes=processes)
+        assert result.returncode == 0, result.stderr[-3000:]
+        states.append(_queue_state(tmp_path / name / "checkpoints" / "step-00000002"))
+    one, two = states
+    assert one["queue"].shape == two["queue"].shape == (12, 32)
+    torch.testing.assert_close(two["queue"], one["queue"], atol=1e-4, rtol=1e-3)
+    assert not torch.equal(one["queue"][:4], one["queue"][4:8])
