@@ -28,7 +28,9 @@ Input (:func:`read_groups`), one group per record, from ``.txt``/``.jsonl`` file
 * ``.jsonl``, a document (scheme 2): ``{"text": "..."}`` (``field`` names the key);
 * ``.jsonl``, answers (scheme 1): ``{"question": "...", "answers": ["...", "..."]}``, or one answer per
   line ``{"question": "...", "answer": "..."}``; ``"qid"`` (string or number), when present, identifies
-  the question instead of its text. Answers of one question may be spread over several lines.
+  the question instead of its text. Answers of one question may be spread over several lines, so
+  answer records are held in memory until the input ends; documents stream, and are mined in
+  blocks of ``block_sentences`` sentences.
 
 Output records: ``{"text1", "text2", "score", "scheme"}`` (``score``: the Jaccard similarity,
 ``scheme``: 1 or 2), read as scored pairs by ``luse.data.supervised.read_pairs`` and as similar pairs
