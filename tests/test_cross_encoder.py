@@ -89,7 +89,8 @@ def labelled_pairs(path, scored=False):
     return path
 
 
-@pytest.mark.parametrize("loss,activation", [("cross_bce", "sigmoid"), ("cross_mse", "identity")])
+@pytest.mark.parametrize("loss,activation", [pytest.param("cross_bce", "sigmoid", marks=pytest.mark.slow),
+                                             ("cross_mse", "identity")])
 def test_recipe_trains_checkpoints_and_exports(tiny_bert, tmp_path, loss, activation):
     from transformers import AutoModelForSequenceClassification
 
