@@ -114,6 +114,9 @@ def build_task(config: TrainConfig, tokenizer) -> tuple[object, Callable[[int], 
         rows = [row for f in files for row in read_triplets(f)]
         objective = TripletObjective(tokenizer, max_length, config.loss)
         return with_queue(config, objective), in_memory_items(rows, config.seed)
+    if name in ("cross_bce", "cross_mse"):
+        raise InputError("config", f"a bi-encoder loss here; loss.name={name} trains a cross-encoder: "
+                         "use recipes/cross_encoder.py")
     rows = [row for f in files for row in read_pairs(f)]
     return PairsObjective(tokenizer, max_length, config.loss), in_memory_items(rows, config.seed)
 
