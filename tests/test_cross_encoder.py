@@ -123,3 +123,10 @@ def test_recipe_trains_checkpoints_and_exports(tiny_bert, tmp_path, loss, activa
     assert trained.activation == activation
     assert not torch.equal(start.model.bert.embeddings.word_embeddings.weight,
                            trained.model.bert.embeddings.word_embeddings.weight)
+
+
+def test_sentence_vector_recipes_refuse_cross_losses():
+    from luse.runner import build_task
+
+    with pytest.raises(InputError, match="use recipes/cross_encoder.py"):
+        build_task(load_config(None, ["loss.name=cross_mse"]), tokenizer=None)
