@@ -19,7 +19,10 @@ queue only adds negatives that cost no forward pass with gradient:
   them (a sentence is never its own negative).
 
 The queue, the keys not yet queued and the momentum encoder's weights are part of every
-checkpoint (the objective's ``state_dict``), so ``resume=latest`` continues exactly.
+checkpoint (the objective's ``state_dict``), so ``resume=latest`` continues exactly. What is
+evaluated and exported is the trained (online) model, as in MoCo; the momentum copy is training
+machinery. It costs one forward pass without gradient over ``B`` sentences per micro-batch and a
+second copy of the weights in memory.
 
 Enable it in any contrastive recipe (pretrain_luse, simcse_unsup, simcse_sup)::
 
