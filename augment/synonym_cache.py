@@ -51,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from luse.atomic import atomic_open
+from luse.atomic import atomic_open, cleanup_stale
 from luse.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -144,6 +144,7 @@ def write_cache(path: str | os.PathLike, words: Sequence[str], neighbours: np.nd
     data_start = _align8(_PREAMBLE.size + len(blob))
 
     path.parent.mkdir(parents=True, exist_ok=True)
+    cleanup_stale(path.parent)  # the temp file of a killed earlier write (it can be gigabytes)
     with atomic_open(path, "wb") as stream:
         stream.write(_PREAMBLE.pack(MAGIC, VERSION, 0, len(blob)))
         stream.write(blob)

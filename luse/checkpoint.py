@@ -5,7 +5,9 @@ RNG of every process, and the registered scheduler and train state, which holds 
 position) plus the resolved config. Every process writes into ``.step-00000050.tmp`` (a name
 they all agree on); only when all have finished does the main process rename it into place.
 A kill at any moment leaves either no new checkpoint or a complete one; readers ignore
-leftover ``.tmp`` directories and the next save clears them.
+leftover ``.tmp`` directories and the next save clears them. A ``step-N`` name is never deleted in
+place either (a kill half-way through ``rmtree`` would leave a partial directory under a valid
+name): replaced and pruned checkpoints are first renamed to a hidden ``.step-N.old`` name.
 """
 
 from __future__ import annotations
@@ -75,13 +77,22 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, config_yaml:
         shutil.rmtree(temp, ignore_errors=True)
         temp.mkdir()
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(temp))
+    try:
+        accelerator.save_state(str(temp))
+        if accelerator.is_main_process:
+            (temp / "config.yaml").write_text(config_yaml, encoding="utf-8")
+            _fsync_tree(temp)
+    except OSError as error:  # a full disk, a quota, a vanished mount: say so, free the space, keep the rest
+        shutil.rmtree(temp, ignore_errors=True)
+        found = list_checkpoints(output_dir)
+        kept = f"the previous checkpoint {found[-1]} is intact" if found else "there is no earlier checkpoint"
+        failed = OSError(error.errno, f"could not save checkpoint step {step} in {root}: "
+                                      f"{error.strerror or error}; {kept}")
+        raise failed from error
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        (temp / "config.yaml").write_text(config_yaml, encoding="utf-8")
-        _fsync_tree(temp)
         if final.exists():  # the same step saved again (e.g. a signal right after a periodic save)
-            shutil.rmtree(final)
+            _discard(final)
         temp.rename(final)
         _prune(root, keep)
     accelerator.wait_for_everyone()
@@ -97,9 +108,17 @@ def _fsync_tree(path: Path) -> None:
                 os.fsync(handle.fileno())
 
 
+def _discard(checkpoint: Path) -> None:
+    """Delete a checkpoint: one atomic rename out of sight first, so a kill never leaves half of it."""
+    aside = checkpoint.with_name(f".{checkpoint.name}.old")
+    shutil.rmtree(aside, ignore_errors=True)
+    checkpoint.rename(aside)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
 def _prune(root: Path, keep: int) -> None:
-    for stale in root.glob(".step-*.tmp"):
+    for stale in [*root.glob(".step-*.tmp"), *root.glob(".step-*.old")]:  # what killed saves left
         shutil.rmtree(stale, ignore_errors=True)
     found = list_checkpoints(root.parent)
     for old in found[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+        _discard(old)

@@ -148,6 +148,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             mark = getattr(err, "problem_mark", None)
             raise InputError(path, "valid YAML", str(getattr(err, "problem", err)),
                              line=mark.line + 1 if mark else None) from None
+        except UnicodeDecodeError as err:
+            raise InputError(path, "UTF-8 text", f"undecodable bytes at byte {err.start}") from None
+        except RecursionError:  # absurdly nested brackets
+            raise InputError(path, "a YAML mapping of config keys", "nesting too deep to parse") from None
         if not isinstance(loaded, dict):
             raise InputError(path, "a YAML mapping of config keys", type(loaded).__name__)
         for key, value in _flatten(loaded):
@@ -158,10 +162,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise InputError("command line", "key=value", item)
         try:
             value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError:
+        except (yaml.YAMLError, RecursionError):
             value = raw
         set_value(config, key.strip(), value, source="command line")
-    validate(config)
+    try:
+        validate(config)
+    except InputError as err:
+        if path is None or err.where != "config":
+            raise
+        # Name the file the user has to fix (the value may also come from an override).
+        where = f"{path} (with the command-line overrides)" if overrides else str(path)
+        raise InputError(where, err.expected, err.got) from None
     return config
 
 

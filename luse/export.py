@@ -42,7 +42,7 @@ from typing import Any
 from torch import nn
 
 from luse import __version__
-from luse.atomic import atomic_dir, check_writable
+from luse.atomic import atomic_dir, check_writable, cleanup_stale
 from luse.encoder import DEFAULT_POOLING, POOLINGS, SentenceEncoder
 from luse.errors import InputError
 
@@ -104,6 +104,9 @@ def export_encoder(encoder: SentenceEncoder, out_dir: str | os.PathLike, *,
     if low_space:
         logger.warning("export to %s may fail: %s", out_dir, low_space)
 
+    # What a killed earlier export left: its temp copy, or (killed between the two renames) the
+    # complete previous export set aside, which is put back.
+    cleanup_stale(out_dir.parent)
     with atomic_dir(out_dir) as folder:
         _save_backbone(encoder, folder)
         if no_st_reason is None:

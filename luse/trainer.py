@@ -252,7 +252,7 @@ def train(config: TrainConfig, objective, make_items: Callable[[int], Iterable],
                 progress.update(1)
                 if state.step % config.log_every == 0 or state.step == total_steps:
                     elapsed = time.perf_counter() - window_start
-                    stats = {"loss": sum(window_loss) / max(len(window_loss), 1),
+                    stats = {"loss": _mean_over_processes(accelerator, window_loss),
                              "lr": scheduler.get_last_lr()[0], "sentences_per_s": window_items / elapsed}
                     accelerator.log(stats, step=state.step)
                     progress.set_postfix(loss=f"{stats['loss']:.4f}", lr=f"{stats['lr']:.2e}",
@@ -316,8 +316,10 @@ def _micro_step(accelerator, model, optimizer, scheduler, objective, batch, enco
                 accelerator.backward(loss)
         finite = bool(torch.isfinite(loss))
         grad_norm = None
-        if accelerator.sync_gradients and config.max_grad_norm > 0 and finite:
-            grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+        if accelerator.sync_gradients and finite:
+            # With clipping off (max_grad_norm=0) the norm is still taken (an infinite bound clips
+            # nothing): it is how a NaN or inf gradient behind a finite loss is caught.
+            grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm or math.inf)
         if finite and grad_norm is not None:
             finite = bool(torch.isfinite(grad_norm))
         finite = _all_processes(accelerator, finite)
@@ -339,6 +341,15 @@ def _micro_step(accelerator, model, optimizer, scheduler, objective, batch, enco
         if accelerator.sync_gradients and hasattr(objective, "after_optimizer_step"):
             objective.after_optimizer_step(model)
     return float(loss.detach())
+
+
+def _mean_over_processes(accelerator, losses: list[float]) -> float:
+    """The window's mean loss over every process: each holds its share of the global batch's loss
+    (see :func:`luse.distributed.global_mean_share`), so rank 0's own value alone is not the loss."""
+    local = sum(losses) / max(len(losses), 1)
+    if accelerator.num_processes == 1:
+        return local
+    return float(accelerator.reduce(torch.tensor([local], device=accelerator.device), reduction="mean").item())
 
 
 def _all_processes(accelerator, flag: bool) -> bool:

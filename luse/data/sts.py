@@ -105,13 +105,24 @@ def read_sts(path: str | os.PathLike) -> StsSet:
     """
     name = str(path)
     path = Path(path)
-    text = path.read_text(encoding="utf-8-sig")  # -sig: files saved by Excel / Notepad start with a BOM
+    text = _read_text(path, name)
     reader = {"tab": _read_tab, "csv": _read_csv, "json": _read_json}[_detect_format(path, text)]
     pairs = list(reader(text, name))
     if not pairs:
         raise InputError(name, "at least one sentence pair, got an empty file")
     sentences1, sentences2, scores = (list(column) for column in zip(*pairs))
     return StsSet(name, sentences1, sentences2, scores)
+
+
+def _read_text(path: Path, name: str) -> str:
+    """The file as text with universal newlines; invalid UTF-8 is an :class:`InputError` naming the line."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")  # -sig: files saved by Excel / Notepad start with a BOM
+    except UnicodeDecodeError as err:
+        raise InputError(name, "UTF-8 text", got=f"undecodable bytes {data[err.start:err.start + 4]!r}",
+                         line=data.count(b"\n", 0, err.start) + 1) from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _detect_format(path: Path, text: str) -> str:
@@ -202,6 +213,8 @@ def _read_json(text: str, name: str) -> Iterator[tuple[str, str, float]]:
             items = json.loads(text)
         except json.JSONDecodeError as err:
             raise InputError(name, f"a valid JSON array ({err.msg})", line=err.lineno) from None
+        except RecursionError:  # absurdly nested brackets
+            raise InputError(name, "a JSON array of objects", got="nesting too deep to parse") from None
         for index, item in enumerate(items):
             pair = _json_pair(item)
             if pair is None:
@@ -213,7 +226,7 @@ def _read_json(text: str, name: str) -> Iterator[tuple[str, str, float]]:
             continue
         try:
             pair = _json_pair(json.loads(line))
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # RecursionError: absurdly nested brackets
             pair = None
         if pair is None:
             raise InputError(name, expected, got=line, line=number)
