@@ -139,6 +139,17 @@ def test_loss_matches_direct_computation(model):
     assert torch.allclose(got, expected, atol=1e-4), (got, expected)
 
 
+def test_every_trainable_parameter_gets_a_gradient(model):
+    """What DDP requires of one training step (RoFormer's fixed sinusoid table is frozen)."""
+    objective = RoFormerSimObjective(model.tokenizer, 16, gather=False)
+    batch = objective.collate(PAIRS[:2], random.Random(0))
+    model.zero_grad(set_to_none=True)
+    objective.model_loss(model, batch, batch).backward()
+    missing = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    model.zero_grad(set_to_none=True)
+    assert not missing
+
+
 def test_collate_orders_and_noise(model):
     tok = model.tokenizer
     objective = RoFormerSimObjective(tok, 16, mask_rate=0.5)
