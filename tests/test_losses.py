@@ -22,6 +22,7 @@ from luse.losses import (
     LuseLoss,
     SimCSESupLoss,
     SimCSEUnsupLoss,
+    SimilarityDistillLoss,
     cosent_loss,
     luse_loss,
     simcse_sup_loss,
@@ -298,7 +299,7 @@ def test_cosent_bad_inputs():
 
 def test_registry_names_the_module_wrappers():
     assert LOSSES == {"luse": LuseLoss, "simcse_unsup": SimCSEUnsupLoss, "simcse_sup": SimCSESupLoss,
-                      "cosent": CoSENTLoss}
+                      "cosent": CoSENTLoss, "distill": SimilarityDistillLoss}
 
 
 def test_modules_match_functions():
