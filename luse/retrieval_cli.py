@@ -93,7 +93,7 @@ def _register_search(subparsers) -> None:
                         help="flat: exact; ivf, hnsw: approximate (default: flat; ignored for a saved index)")
     parser.add_argument("--nlist", type=_positive_int, metavar="N", help="ivf lists (default: 4 sqrt(rows))")
     parser.add_argument("--nprobe", type=_positive_int, metavar="N",
-                        help="ivf lists scanned per query (default: nlist / 8, at least 8)")
+                        help="ivf lists scanned per query (default: nlist / 4, at least 16)")
     parser.add_argument("--ef-search", type=_positive_int, metavar="N", help="hnsw search breadth (default: 64)")
     parser.add_argument("--save-index", metavar="FILE", help="also write the built index here (atomically)")
     _add_model_options(parser)
