@@ -13,6 +13,10 @@ Synonym cache and export: the child rewrites an existing cache file (``augment.b
 export directory (``luse.export.export_encoder``) in a loop and is killed at a random moment;
 the file or directory must still load and hold exactly the old content.
 
+Two processes: ``accelerate launch --multi_gpu --num_processes 2`` (CPU, gloo) with gathered
+negatives must log the same loss at every step as one process on the same global batch, and a
+two-process run resumed from a middle checkpoint must end bitwise identical.
+
 ``--fuzz N`` also runs ``tests/test_fuzz.py`` with N hypothesis examples per reader and reports
 the cases tried per reader (every case parsed, skipped-and-counted, or a one-line error).
 
@@ -20,8 +24,8 @@ Results: ``benchmarks/results/faults.md`` and ``faults.json``.
 
 Run::
 
-    python benchmarks/faults.py                # 10 kills each, a 2000-example fuzz sweep (~10 min)
-    python benchmarks/faults.py --quick        # 3 + 2 + 2 kills, 100 examples per reader (make bench)
+    python benchmarks/faults.py                # 10 kills each, a 1000-example fuzz sweep (~10 min)
+    python benchmarks/faults.py --quick        # 3 + 2 + 2 kills, 100 examples per reader (make bench, ~5 min)
 """
 
 from __future__ import annotations
@@ -342,6 +346,79 @@ def killed_writes(kind: str, source: Path, target: Path, work: Path, kills: int,
     return done
 
 
+# --- two processes ---------------------------------------------------------------------------
+
+def launch(processes: int, overrides: dict, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``accelerate launch recipes/pretrain_luse.py`` with 1 or 2 CPU processes (gloo)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    # accelerate 1.15 starts a single process with --cpu; --multi_gpu starts them all and the
+    # trainer picks CPU + gloo when there is no GPU.
+    device = ["--multi_gpu"] if processes > 1 else ["--cpu"]
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes), *device,
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(port), str(ROOT / "recipes" / "pretrain_luse.py"),
+               *[f"{key}={value}" for key, value in overrides.items()]]
+    env = {**os.environ, **CHILD_ENV, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"{processes}-process launch failed:\n{done.stderr[-3000:]}")
+    return done
+
+
+def logged_losses(out: Path) -> dict[int, float]:
+    """``{step: loss}`` from the run's TensorBoard logs (every event file, resumed runs included)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    losses = {}
+    for folder in sorted({p.parent for p in (out / "logs").rglob("events.out.tfevents*")}):
+        events = EventAccumulator(str(folder))
+        events.Reload()
+        if "loss" in events.Tags().get("scalars", []):
+            losses.update({event.step: event.value for event in events.Scalars("loss")})
+    return losses
+
+
+def two_processes(work: Path, steps: int = 4) -> dict:
+    """Gathered negatives: one process x batch 8 against two processes x batch 4, step by step; then
+    the two-process run resumed from its step ``steps // 2`` checkpoint must end bitwise identical."""
+    import shutil
+
+    from fault_script import sentences
+    from tiny_models import make_tiny_model
+
+    model = make_tiny_model(work / "model-no-dropout", dropout=0.0)  # the two runs must compute the same function
+    corpus = work / "corpus.txt"
+    corpus.write_text("\n".join(sentences(96)) + "\n", encoding="utf-8")
+    common = {"model.name_or_path": model, "data.corpus": corpus, "data.min_chars": 2, "max_steps": steps,
+              "views.dropout": 1, "eval.every": 0, "save_every": 1, "keep_checkpoints": steps, "log_every": 1,
+              "report_to": "tensorboard", "lr": 1e-3, "model.pooling": "mean"}
+    one, two = work / "one-process", work / "two-processes"
+    launch(1, {**common, "output_dir": one, "batch_size": 8})
+    launch(2, {**common, "output_dir": two, "batch_size": 4})
+    a, b = logged_losses(one), logged_losses(two)
+    if sorted(a) != list(range(1, steps + 1)) or sorted(b) != sorted(a):
+        raise RuntimeError(f"missing logged steps: one process {sorted(a)}, two {sorted(b)}")
+    straight = load_export(two / "final")
+    # Resume: forget everything after the middle checkpoint, then continue with resume=latest.
+    middle = steps // 2
+    for checkpoint in (two / "checkpoints").iterdir():
+        if int(checkpoint.name.split("-")[1]) > middle:
+            shutil.rmtree(checkpoint)
+    shutil.rmtree(two / "final")
+    resumed_run = launch(2, {**common, "output_dir": two, "batch_size": 4, "resume": "latest"})
+    resumed = load_export(two / "final")
+    return {"steps": steps, "losses_one_process": [a[s] for s in sorted(a)],
+            "losses_two_processes": [b[s] for s in sorted(b)],
+            "max_abs_loss_difference": max(abs(a[s] - b[s]) for s in a),
+            "resumed_from_step": middle, "resume_said": "resumed from" in resumed_run.stdout,
+            "resume_identical": same_tensors(straight, resumed),
+            "losses_after_resume": [logged_losses(two)[s] for s in range(middle + 1, steps + 1)]}
+
+
 # --- fuzzing ---------------------------------------------------------------------------------
 
 def fuzz(examples: int, work: Path) -> dict:
@@ -393,6 +470,16 @@ def markdown(results: dict) -> str:
                 for i, k in enumerate(part["kills"])]
         lines += [markdown_table(["kill", "after (s)", "phase", "left on disk", "old content intact", "note"],
                                  rows, "rrllll"), ""]
+    pair = results["two_processes"]
+    rows = [(step, f"{a:.6f}", f"{b:.6f}", f"{abs(a - b):.1e}") for step, (a, b)
+            in enumerate(zip(pair["losses_one_process"], pair["losses_two_processes"]), 1)]
+    lines += ["## Two processes with gathered negatives", "",
+              "`accelerate launch --multi_gpu --num_processes 2` on CPU (gloo), 2 x 4 sentences, against one process "
+              "x 8 sentences, tiny BERT without dropout, loss logged every step (mean over processes):", "",
+              markdown_table(["step", "loss, 1 process", "loss, 2 processes", "difference"], rows, "rrrr"), "",
+              f"**2-process equivalence error: {pair['max_abs_loss_difference']:.1e}** (largest loss difference). "
+              f"Two-process run resumed from its step-{pair['resumed_from_step']} checkpoint: final weights "
+              f"{'bitwise identical' if pair['resume_identical'] else 'DIFFERENT'} to the uninterrupted run.", ""]
     if results.get("fuzz"):
         fz = results["fuzz"]
         lines += ["## Fuzzed readers (hypothesis)", "",
@@ -412,9 +499,9 @@ def main(argv=None) -> int:
                         "100 fuzz examples per reader")
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--write-kills", type=int, default=10, help="kills each for the cache and the export")
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--workers", type=int, default=1, help="DataLoader workers of the training run")
-    parser.add_argument("--fuzz", type=int, default=2000, help="hypothesis examples per reader (0: no fuzzing)")
+    parser.add_argument("--fuzz", type=int, default=1000, help="hypothesis examples per reader (0: no fuzzing)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.quick:
@@ -448,17 +535,22 @@ def main(argv=None) -> int:
             done = killed_writes(kind, source, target, work, args.write_kills, rng)
             parts[kind] = {"tried": len(done), "intact": sum(k.loads for k in done),
                            "summary": summarise_kills(done), "kills": [asdict(k) for k in done]}
+        print("two processes: loss curve against one process, then a resume", flush=True)
+        pair = two_processes(work / "two", steps=4)
+        print(f"  max |loss difference| {pair['max_abs_loss_difference']:.2e}; "
+              f"resume identical: {pair['resume_identical']}", flush=True)
         fuzzed = None
         if args.fuzz:
             print(f"fuzz: {args.fuzz} examples per reader", flush=True)
             fuzzed = {"examples": args.fuzz, **fuzz(args.fuzz, work)}
             print(f"  passed: {fuzzed['passed']} in {fuzzed['seconds']} s", flush=True)
     results = {"command": command_line(argv), "machine": machine, "versions": versions(),
-               "training": training, **parts, "fuzz": fuzzed}
+               "training": training, **parts, "two_processes": pair, "fuzz": fuzzed}
     md, js = save_results("faults", markdown(results), results)
     print(f"wrote {md.relative_to(ROOT)} and {js.relative_to(ROOT)}")
     ok = (training["survived"] == training["kills_tried"] and not leftovers
-          and all(p["intact"] == p["tried"] for p in parts.values()) and (fuzzed is None or fuzzed["passed"]))
+          and all(p["intact"] == p["tried"] for p in parts.values()) and (fuzzed is None or fuzzed["passed"])
+          and pair["resume_identical"] and pair["max_abs_loss_difference"] < 1e-4)
     return 0 if ok else 1
 
 

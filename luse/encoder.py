@@ -73,6 +73,11 @@ class SentenceEncoder(nn.Module):
                 f"pooling='pooler' needs a backbone with a pooler layer, and {type(backbone).__name__} has none; "
                 "use pooling=cls"
             )
+        if pooling != "pooler" and isinstance(getattr(backbone, "pooler", None), nn.Module):
+            # The pooler gets no gradient with another pooling; trainable, it would make DDP fail
+            # ("parameters that did not receive grad") as soon as two processes train. It is kept
+            # (and exported) as loaded.
+            backbone.pooler.requires_grad_(False)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, pooling: str = DEFAULT_POOLING, mlp: bool = False,

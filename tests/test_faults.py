@@ -246,3 +246,16 @@ def test_results_file_is_json(tmp_path):
     assert faults.kill_phase(kill) == "save (checkpoint half-written)"
     assert faults.kill_phase(faults.Kill(0.1, "eval", [".best.tmp-12-ab"])) == "eval (export half-written)"
     assert json.loads(json.dumps(faults.summarise_kills([kill])))["phases"] == {"save (checkpoint half-written)": 1}
+
+
+# --- two processes ---------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_two_processes_follow_the_one_process_loss_curve_and_resume(tmp_path):
+    """Gathered negatives: 2 processes x 4 sentences log the same loss at every step as 1 process x 8,
+    and a 2-process run resumed from its step-2 checkpoint ends bitwise identical."""
+    found = faults.two_processes(tmp_path, steps=4)
+    assert len(found["losses_one_process"]) == 4
+    assert found["max_abs_loss_difference"] < 1e-4, found
+    assert len(set(found["losses_one_process"])) > 1  # the loss moves: the comparison is not vacuous
+    assert found["resume_said"] and found["resume_identical"], found
