@@ -120,7 +120,10 @@ def sample_targets(model, prompt: list[int], n: int, *, top_p: float, top_k: int
                 hidden = model.seq2seq_step(fresh, types[active], cache)
             logits = model.lm_head(hidden[:, -1]).float() / temperature
             logits[:, banned] = float("-inf")
-            token = torch.multinomial(filter_logits(logits, top_k, top_p).softmax(-1), 1, generator=generator)
+            ids_kept, weights = candidates(logits, top_k, top_p)
+            token = torch.multinomial(weights, 1, generator=generator)
+            if ids_kept is not None:
+                token = ids_kept.gather(-1, token)
             new = torch.full((rows, 1), tok.pad_token_id, device=device)
             new[active] = token
             ids, types = torch.cat([ids, new], 1), torch.cat([types, torch.ones_like(new)], 1)
@@ -137,6 +140,33 @@ def sample_targets(model, prompt: list[int], n: int, *, top_p: float, top_k: int
         results.extend(done[row] for row in range(rows))
     model.train(was_training)
     return results
+
+
+PROBE = 64  # tokens looked at before sorting the whole vocabulary
+
+
+def candidates(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """The sampling distribution of :func:`filter_logits`, cheaply: ``(token ids [B, m], weights [B, m])``.
+
+    A full sort of a 21k vocabulary costs more than a small model's step on CPU, and the top-k set
+    or the top-p nucleus is nearly always within the best ``PROBE`` tokens: when it is (for every
+    row), only those are kept. Otherwise ``(None, probabilities over the whole vocabulary)``.
+    Weights need not sum to 1 (``torch.multinomial`` normalises).
+    """
+    width = logits.shape[-1]
+    k = min(top_k, width) if top_k else width
+    probe = min(k, PROBE)
+    values, ids = logits.topk(probe, dim=-1)
+    if k == probe or (k == width and top_p < 1):
+        # log-normaliser of the top-k-filtered distribution: over the probe when it holds all k tokens
+        norm = values.logsumexp(-1, keepdim=True) if k == probe else logits.logsumexp(-1, keepdim=True)
+        probs = (values - norm).exp()
+        if top_p >= 1:  # top-k alone, all k tokens in the probe
+            return ids, probs
+        if (probs.sum(-1) >= top_p).all():  # the nucleus lies inside the probe
+            before = probs.cumsum(-1) - probs
+            return ids, probs.masked_fill(before >= top_p, 0.0)
+    return None, filter_logits(logits, top_k, top_p).softmax(-1)
 
 
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:

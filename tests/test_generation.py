@@ -12,7 +12,15 @@ from augment.paraphrases import ParaphraseViews
 from luse.cli import main
 from luse.config import load_config
 from luse.errors import InputError
-from luse.generation import decode, filter_logits, gen_synonyms, sample_targets, seeded_generator, source_ids
+from luse.generation import (
+    candidates,
+    decode,
+    filter_logits,
+    gen_synonyms,
+    sample_targets,
+    seeded_generator,
+    source_ids,
+)
 from luse.objectives import ViewsObjective
 from luse.seq2seq import Seq2SeqModel, export_seq2seq
 
@@ -121,6 +129,19 @@ def test_filter_logits_matches_direct_selection():
             if mass >= 0.6:
                 break
         assert set(torch.isfinite(top_p[row]).nonzero().flatten().tolist()) == set(keep)
+
+
+@pytest.mark.parametrize("scale, top_k, top_p", [(8.0, 0, 0.9), (0.1, 0, 0.9), (1.0, 5, 0.95), (1.0, 5, 1.0),
+                                                  (1.0, 100, 0.9), (8.0, 0, 1.0)])
+def test_candidates_match_filter_logits(scale, top_k, top_p):
+    """The fast path (nucleus inside the best 64 tokens) and the fallback give filter_logits' distribution."""
+    torch.manual_seed(0)
+    logits = torch.randn(3, 1000) * scale
+    ids, weights = candidates(logits, top_k, top_p)
+    dense = weights if ids is None else torch.zeros_like(logits).scatter(-1, ids, weights)
+    expected = filter_logits(logits, top_k, top_p).softmax(-1)
+    assert torch.allclose(dense / dense.sum(-1, keepdim=True), expected, atol=1e-6)
+    assert (ids is not None) == (scale == 8.0 and top_p < 1 or top_k == 5)  # which path ran
 
 
 def test_decode_joins_characters(model):
