@@ -11,7 +11,9 @@ Which phase each kill hit comes from the child's ``PHASE`` lines and from what i
 
 Synonym cache and export: the child rewrites an existing cache file (``augment.build_cache``) or
 export directory (``luse.export.export_encoder``) in a loop and is killed at a random moment;
-the file or directory must still load and hold exactly the old content.
+the file or directory must still load and hold exactly the old content. The cache child writes
+its file through a slow disk (every write call waits 0.1 s): the file write of a small cache
+takes about a millisecond, and kills would otherwise only ever hit the computation before it.
 
 Two processes: ``accelerate launch --multi_gpu --num_processes 2`` (CPU, gloo) with gathered
 negatives must log the same loss at every step as one process on the same global batch, and a
@@ -31,6 +33,7 @@ Run::
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import random
@@ -54,6 +57,18 @@ from common import command_line, machine_info, machine_markdown, markdown_table,
 CHECKPOINT_FILES = ("model.safetensors", "optimizer.bin", "random_states_0.pkl", "custom_checkpoint_0.pkl",
                     "custom_checkpoint_1.pkl", "config.yaml")
 CHILD_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+#: Children started by this process: killed (their whole session) when it exits, however it exits.
+LIVE: list[subprocess.Popen] = []
+
+
+@atexit.register
+def _kill_children() -> None:
+    for process in LIVE:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 @dataclass
@@ -81,6 +96,7 @@ class Child:
         with open(self.log, "w") as out:
             self.process = subprocess.Popen([sys.executable, str(SCRIPT), *self.args], cwd=ROOT, env=env,
                                             stdout=out, stderr=subprocess.DEVNULL, start_new_session=True)
+        LIVE.append(self.process)
         return self
 
     def phases(self) -> list[tuple[str, float]]:
@@ -249,15 +265,25 @@ def resumed_from(child: Child) -> str:
     return "killed before resuming" if child.process.returncode else "fresh start"
 
 
-def kill_phase(kill: Kill) -> str:
-    """What the kill interrupted: the child's phase, refined by the leftovers of a write."""
-    if any(name.startswith(".step-") and name.endswith(".tmp") for name in kill.left_on_disk):
+def kill_phase(kill: Kill, before: list[str] = ()) -> str:
+    """What the kill interrupted: the child's phase, refined by the leftovers this kill added
+    (``before``: what was already there after the previous kill, which a resumed run may not have
+    cleaned yet)."""
+    new = [name for name in kill.left_on_disk if name not in before]
+    if any(name.startswith(".step-") and name.endswith(".tmp") for name in new):
         return "save (checkpoint half-written)"
+    if any(name.startswith(".step-") and name.endswith(".old") for name in new):
+        return "save (pruning an old checkpoint)"
     if kill.phase == "save":
         return "save (before or after the write)"
-    if any(".tmp-" in name or ".old-" in name for name in kill.left_on_disk):
-        return f"{kill.phase} (export half-written)"
+    if any(".tmp-" in name or ".old-" in name for name in new):
+        return f"{kill.phase} (half-written: temp copy left)"
     return kill.phase
+
+
+def kill_phases(kills: list[Kill]) -> list[str]:
+    """:func:`kill_phase` of each kill of one sequence, each judged against the previous kill's leftovers."""
+    return [kill_phase(kill, kills[i - 1].left_on_disk if i else ()) for i, kill in enumerate(kills)]
 
 
 # --- synonym cache and export ----------------------------------------------------------------
@@ -310,12 +336,13 @@ def killed_writes(kind: str, source: Path, target: Path, work: Path, kills: int,
     done = []
     # One write takes a fraction of a second: measure it, then kill within a few writes.
     for number in range(kills):
-        child = Child([kind, str(source), str(target)], work / f"{kind}-{number}.log").start()
+        slow = ["--slow-write", "0.1"] if kind == "cache" else []  # the file write is ~1 ms otherwise
+        child = Child([kind, str(source), str(target), *slow], work / f"{kind}-{number}.log").start()
         if not child.wait_for("write"):
             child.finish()
             raise RuntimeError(f"{kind} child ended before writing")
         child.wait_for("other")
-        phases = child.phases()
+        phases = [(name, at) for name, at in child.phases() if name in ("write", "other")]
         one_write = max(phases[1][1] - phases[0][1], 0.01)
         delay = rng.uniform(0, 3 * one_write)
         child.kill_after(delay)
@@ -438,8 +465,8 @@ def fuzz(examples: int, work: Path) -> dict:
 
 def summarise_kills(kills: list[Kill]) -> dict:
     phases: dict[str, int] = {}
-    for kill in kills:
-        phases[kill_phase(kill)] = phases.get(kill_phase(kill), 0) + 1
+    for name in kill_phases(kills):
+        phases[name] = phases.get(name, 0) + 1
     return {"kills": len(kills), "all_loaded": sum(k.loads for k in kills), "phases": phases}
 
 
@@ -455,9 +482,10 @@ def markdown(results: dict) -> str:
              f"**{train['survived']} of {train['kills_tried']} kills survived with bitwise identical final "
              f"weights** ({train['runs']} runs in all; identical: {train['identical']}); "
              f"every complete checkpoint and export loaded after every kill: {train['all_loaded']}.", ""]
-    rows = [(i + 1, k["delay_s"], kill_phase(Kill(**k)), ", ".join(k["left_on_disk"]) or "-",
-             k["resumed_from"] or "-", "yes" if k["loads"] else "NO: " + "; ".join(k["problems"]))
-            for i, k in enumerate(train["kills"])]
+    kills = [Kill(**k) for k in train["kills"]]
+    rows = [(i + 1, k.delay_s, phase, ", ".join(k.left_on_disk) or "-", k.resumed_from or "-",
+             "yes" if k.loads else "NO: " + "; ".join(k.problems))
+            for i, (k, phase) in enumerate(zip(kills, kill_phases(kills)))]
     lines += [markdown_table(["kill", "after (s)", "phase hit", "left on disk", "next run resumed from",
                               "checkpoints + exports load"], rows, "rrllll"), ""]
     for kind, title in (("cache", "synonym cache rewrite"), ("export", "export rewrite")):
@@ -465,9 +493,9 @@ def markdown(results: dict) -> str:
         lines += [f"## SIGKILL during a {title}", "",
                   f"**{part['intact']} of {part['tried']} kills left the old {kind} loadable and identical**; "
                   f"phases: {part['summary']['phases']}.", ""]
-        rows = [(i + 1, k["delay_s"], k["phase"], ", ".join(k["left_on_disk"]) or "-",
-                 "yes" if k["loads"] else "NO", "; ".join(k["problems"]) or "-")
-                for i, k in enumerate(part["kills"])]
+        kills = [Kill(**k) for k in part["kills"]]
+        rows = [(i + 1, k.delay_s, phase, ", ".join(k.left_on_disk) or "-", "yes" if k.loads else "NO",
+                 "; ".join(k.problems) or "-") for i, (k, phase) in enumerate(zip(kills, kill_phases(kills)))]
         lines += [markdown_table(["kill", "after (s)", "phase", "left on disk", "old content intact", "note"],
                                  rows, "rrllll"), ""]
     pair = results["two_processes"]
@@ -507,6 +535,7 @@ def main(argv=None) -> int:
     if args.quick:
         args.kills, args.write_kills, args.steps, args.fuzz = 3, 2, 12, 100
     rng = random.Random(args.seed)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # atexit still runs
     from tiny_models import make_tiny_model
 
     machine = machine_info()

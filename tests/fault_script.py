@@ -9,12 +9,13 @@ cache and export loops), so the harness knows what each kill interrupted.
 Usage::
 
     python tests/fault_script.py train MODEL_DIR OUT_DIR [--steps N] [--resume] [--workers W]
-    python tests/fault_script.py cache VECTORS_TXT OUT_LSC [--repeat N]
+    python tests/fault_script.py cache VECTORS_TXT OUT_LSC [--repeat N] [--slow-write SECONDS]
     python tests/fault_script.py export MODEL_DIR OUT_DIR [--repeat N]
 
 ``train`` runs the real trainer (``luse.trainer.train``) on a tiny model with a checkpoint every
 step and an evaluation (with a best-model export) every ``--eval-every`` steps; ``--resume`` adds
-``resume=latest``. ``cache`` rebuilds the cache with ``augment.build_cache.build_cache`` and
+``resume=latest``. ``cache`` rebuilds the cache with ``augment.build_cache.build_cache`` (``--slow-write`` turns
+the file write into a slow disk, ``PHASE file``, so kills land in it too) and
 ``export`` re-exports the model with ``luse.export.export_encoder``, ``--repeat`` times each,
 so that a kill can land in the middle of a write that replaces an existing file or directory.
 """
@@ -25,6 +26,7 @@ import argparse
 import random
 import sys
 import time
+from contextlib import contextmanager
 
 SENTENCE_CHARS = ("的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可主发年动同工也能下过子说产种面而"
                   "方后多定行学法所民得经十三之进着等部度家电力里如水化高自二理起小物现实加量都两体制机当使点从业本去把")
@@ -108,9 +110,37 @@ def run_train(args) -> None:
     phase(f"done {result.step}")
 
 
+def slow_file_writes(module, delay: float) -> None:
+    """Make ``module``'s ``atomic_open`` a slow disk: every write waits ``delay`` s (and says ``PHASE file``),
+    so that random kills land inside the file write, not only in the computation before it."""
+    real = module.atomic_open
+
+    class SlowHandle:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def write(self, data):
+            time.sleep(delay)
+            return self.handle.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.handle, name)
+
+    @contextmanager
+    def atomic_open(*a, **k):
+        with real(*a, **k) as handle:
+            phase("file")
+            yield SlowHandle(handle)
+
+    module.atomic_open = atomic_open
+
+
 def run_cache(args) -> None:
+    import augment.synonym_cache
     from augment.build_cache import BuildConfig, build_cache
 
+    if args.slow_write:
+        slow_file_writes(augment.synonym_cache, args.slow_write)
     config = BuildConfig(vectors=args.source, thesaurus=None, stopwords=None, k=4, threshold=0.0, index="exact")
     for _ in range(args.repeat):
         phase("write")
@@ -143,6 +173,7 @@ def main(argv=None) -> None:
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--save-delay", type=float, default=0.0, help="seconds each checkpoint save waits first")
     parser.add_argument("--repeat", type=int, default=1000)
+    parser.add_argument("--slow-write", type=float, default=0.0, help="cache: seconds each file write call waits")
     args = parser.parse_args(argv)
     args.model = args.source
     started = time.perf_counter()

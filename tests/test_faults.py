@@ -240,11 +240,14 @@ def test_nan_gradient_skipped_when_configured(tiny_bert, tmp_path, caplog):
     assert state["skipped_steps"] == 1
 
 
-def test_results_file_is_json(tmp_path):
+def test_kill_phases_from_leftovers():
     """The harness's report pieces: kill phases are classified from what a kill left on disk."""
     kill = faults.Kill(0.1, "save", [".step-00000004.tmp"])
     assert faults.kill_phase(kill) == "save (checkpoint half-written)"
-    assert faults.kill_phase(faults.Kill(0.1, "eval", [".best.tmp-12-ab"])) == "eval (export half-written)"
+    assert faults.kill_phase(faults.Kill(0.1, "eval", [".best.tmp-12-ab"])) == "eval (half-written: temp copy left)"
+    # A leftover of the previous kill, not yet cleaned by the resumed run, says nothing about this one.
+    later = faults.Kill(0.2, "step", [".step-00000004.tmp"])
+    assert faults.kill_phases([kill, later]) == ["save (checkpoint half-written)", "step"]
     assert json.loads(json.dumps(faults.summarise_kills([kill])))["phases"] == {"save (checkpoint half-written)": 1}
 
 
