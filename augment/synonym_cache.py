@@ -325,11 +325,23 @@ class SynonymCache:
 
     def neighbours(self, word: str) -> list[tuple[str, float]]:
         """``[(neighbour, score), ...]``, best first; ``[]`` for an unknown word or one without synonyms."""
-        return list(self._memo_neighbours(word))
+        try:
+            return list(self._memo_neighbours(word))
+        except (UnicodeDecodeError, IndexError) as error:
+            raise self._corrupt(error) from None
 
     def synonyms(self, word: str) -> list[str]:
         """Neighbours of ``word`` without scores, best first; ``[]`` when there are none."""
-        return list(self._memo_synonyms(word))
+        try:
+            return list(self._memo_synonyms(word))
+        except (UnicodeDecodeError, IndexError) as error:
+            raise self._corrupt(error) from None
+
+    def _corrupt(self, error: Exception) -> CacheFormatError:
+        # Loading without verify=True checks the structure, not every byte: damaged word bytes or
+        # neighbour ids only show up here, and must not surface as a bare decode or index error.
+        return CacheFormatError(self.path, "an intact synonym cache (SynonymCache.load(path, verify=True) "
+                                "checks every byte; rebuild it with --force)", got=f"{type(error).__name__}: {error}")
 
     def _row_words(self, row: int) -> list[str]:
         ids = self._row_ids.unpack_from(self._map, self._ids_start + 4 * self._k * row)
@@ -352,7 +364,10 @@ class SynonymCache:
         if not 0 <= index < self._size:
             raise IndexError(f"word id {index} out of range for a vocabulary of {self._size}")
         start = self._words_start
-        return self._map[start + self._offsets[index]:start + self._offsets[index + 1]].decode("utf-8")
+        try:
+            return self._map[start + self._offsets[index]:start + self._offsets[index + 1]].decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise self._corrupt(error) from None
 
     def __contains__(self, word: object) -> bool:
         return isinstance(word, str) and self.index(word) >= 0

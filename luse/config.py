@@ -154,7 +154,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise InputError(path, "a YAML mapping of config keys", "nesting too deep to parse") from None
         if not isinstance(loaded, dict):
             raise InputError(path, "a YAML mapping of config keys", type(loaded).__name__)
-        for key, value in _flatten(loaded):
+        try:
+            items = _flatten(loaded)
+        except RecursionError:  # an alias inside its own anchor: `model: &m {x: *m}`
+            raise InputError(path, "a YAML mapping of config keys", "a mapping that contains itself") from None
+        for key, value in items:
             set_value(config, key, value, source=str(path))
     for item in overrides:
         key, sep, raw = item.partition("=")
