@@ -160,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     markdown = "\n\n".join(filter(None, [
         "# Retrieval: approximate vs exact search",
         f"{len(corpus)} People's Daily sentences{limited} indexed, {len(queries)} held-out sentences as queries, "
-        f"{args.model} vectors (dimension {vectors.shape[1]}, L2-normalised, cosine = inner product), {encoded}. "
+        f"{args.model} vectors (its default `pooler` output, dimension {vectors.shape[1]}, L2-normalised, cosine = inner product), {encoded}. "
         "recall@10 = fraction of the exact top 10 (flat) that the approximate index returns. Times: one CPU "
         "search call over all queries, per query; single run.",
         table,

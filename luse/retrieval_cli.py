@@ -114,6 +114,7 @@ def run_search(args: argparse.Namespace) -> int:
         search,
     )
 
+    logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs which CPU build it picked
     texts = list(args.query) if args.query else [text for _, text in iter_sentences(args.queries)]
     if not texts:
         raise InputError(args.queries, "at least one query sentence", got="an empty file")
