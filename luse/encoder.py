@@ -78,6 +78,11 @@ class SentenceEncoder(nn.Module):
             # ("parameters that did not receive grad") as soon as two processes train. It is kept
             # (and exported) as loaded.
             backbone.pooler.requires_grad_(False)
+        # RoFormer's rotary table is a fixed sinusoid stored as a parameter: never trained, and
+        # under DDP a parameter that gets no gradient is an error.
+        for name, param in backbone.named_parameters():
+            if "embed_positions" in name:
+                param.requires_grad_(False)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, pooling: str = DEFAULT_POOLING, mlp: bool = False,

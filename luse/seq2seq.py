@@ -104,11 +104,7 @@ class Seq2SeqModel(SentenceEncoder):
         if len(heads) != 1:
             raise ValueError(f"{type(mlm_model).__name__}: expected one LM head module next to {prefix!r}")
         self.lm_head = heads[0]
-        # RoFormer's rotary table is a fixed sinusoid stored as a parameter: never trained (and under
-        # DDP a parameter that gets no gradient is an error).
-        for name, param in self.backbone.named_parameters():
-            if "embed_positions" in name:
-                param.requires_grad_(False)
+        # (SentenceEncoder froze RoFormer's fixed rotary table.)
         # Not a submodule (its modules are backbone + lm_head already): kept for save_pretrained.
         self.__dict__["mlm_model"] = mlm_model
 

@@ -287,3 +287,11 @@ def test_export_loads_in_a_python_without_luse(tiny_bert, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     vectors = np.array(json.loads(result.stdout.strip().splitlines()[-1]), dtype=np.float32)
     np.testing.assert_allclose(vectors, encoder.encode(SENTENCES), atol=1e-5)
+
+
+def test_roformer_fixed_rotary_table_is_not_trained(tiny_roformer):
+    # A trainable parameter without gradient makes DDP fail as soon as two processes train.
+    encoder = SentenceEncoder.from_pretrained(str(tiny_roformer), pooling="cls")
+    frozen = [name for name, p in encoder.named_parameters() if not p.requires_grad]
+    assert frozen and all("embed_positions" in name or "pooler" in name for name in frozen)
+    assert any("embed_positions" in name for name in frozen)
