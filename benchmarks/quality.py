@@ -54,24 +54,30 @@ from pathlib import Path
 import common
 from common import RESULTS_DIR, ROOT
 
-ROWS = ("base", "simcse_unsup", "luse_dropout", "luse_eda", "st_simcse")
+ROWS = ("base", "simcse_unsup", "simcse_unsup_queue", "luse_dropout", "luse_dropout_queue", "luse_eda", "st_simcse")
 TITLES = {
     "base": "base model, untrained",
     "simcse_unsup": "luse SimCSE-unsup (2 dropout views)",
+    "simcse_unsup_queue": "luse SimCSE-unsup + momentum queue (256 keys, momentum 0.995)",
     "luse_dropout": "luse LUSE, dropout views only (2 views)",
+    "luse_dropout_queue": "luse LUSE, dropout views + momentum queue (256 keys, momentum 0.995)",
     "luse_eda": "luse LUSE, 4 EDA + 4 dropout views (9 views)",
     "st_simcse": "sentence-transformers SimCSE-unsup (MNRL on (s, s))",
 }
+QUEUE = ["loss.queue_size=256", "loss.momentum=0.995"]  # MoCo-style negatives: 4x the default batch
 #: The luse rows: recipe script and the overrides that make the row.
 LUSE_ROWS = {
     "simcse_unsup": ("simcse_unsup", ["loss.name=simcse_unsup", "views.dropout=1", "views.eda=0"]),
+    "simcse_unsup_queue": ("simcse_unsup", ["loss.name=simcse_unsup", "views.dropout=1", "views.eda=0",
+                                            *QUEUE]),
     "luse_dropout": ("pretrain_luse", ["loss.name=luse", "views.dropout=1", "views.eda=0"]),
+    "luse_dropout_queue": ("pretrain_luse", ["loss.name=luse", "views.dropout=1", "views.eda=0", *QUEUE]),
     "luse_eda": ("pretrain_luse", ["loss.name=luse", "views.dropout=4", "views.eda=4"]),
 }
 TEMPERATURE = 0.05
 WARMUP_RATIO = 0.1
 EVAL_MAX_LENGTH = 64
-DATA_DIR = Path("/work/shared/data/stsb-zh")
+DATA_DIR = ROOT.parent / "shared" / "data" / "stsb-zh"  # ../shared/data beside the checkout
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false"}
 
