@@ -83,6 +83,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from common import (
+    RESULTS_DIR,
     command_line,
     load_average,
     load_note,
@@ -860,6 +861,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds each of --sweep and --explore may take (default 300)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: batch 16, 3 steps")
     parser.add_argument("--no-save", action="store_true", help="print the results, do not write them")
+    parser.add_argument("--plot-only", action="store_true",
+                        help="redraw results/throughput_sweep.png from results/throughput.json, measure nothing")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -886,6 +889,45 @@ def resolve_device(name: str) -> str:
     return name
 
 
+def plot_sweep(result: dict) -> str:
+    """``results/throughput_sweep.png``: step time and peak memory against the contrastive batch
+    (sentences x views), plain and with GradCache. Returns what it did, in one line."""
+    rows = [row for row in result.get("sweep", {}).get("rows", []) if "step_seconds" in row]
+    if not rows:
+        return "no sweep rows to plot"
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "no plot: matplotlib is not installed (pip install matplotlib)"
+    fig, (time_ax, memory_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    for chunk in sorted({row["grad_cache_chunk"] for row in rows}):
+        for views in sorted({row["views"] for row in rows}):
+            line = sorted((row["batch"] * views, row) for row in rows
+                          if row["views"] == views and row["grad_cache_chunk"] == chunk)
+            if not line:
+                continue
+            label = f"{views} views" + (f", GradCache {chunk}" if chunk else "")
+            style = "--" if chunk else "-"
+            sizes = [size for size, _ in line]
+            time_ax.plot(sizes, [row["step_seconds"] for _, row in line], style, marker="o", label=label)
+            memory_ax.plot(sizes, [row["peak_memory_delta_mib"] for _, row in line], style, marker="o", label=label)
+    for ax, title in ((time_ax, "step time (s)"), (memory_ax, "peak memory over the loop (MiB)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("encodings per step (sentences x views)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    time_ax.legend(fontsize=7)
+    fig.suptitle(f"luse on {result['settings']['device']} ({result['machine'].get('cpu', '')}), m3e-small", fontsize=9)
+    fig.tight_layout()
+    out = RESULTS_DIR / f"{RESULT_NAME}_sweep.png"
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return f"plot: {out}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
@@ -897,6 +939,9 @@ def main(argv: list[str] | None = None) -> int:
         args.worker_out.write_text(json.dumps(result), encoding="utf-8")
         return 0
 
+    if args.plot_only:
+        print(plot_sweep(json.loads((RESULTS_DIR / f"{RESULT_NAME}.json").read_text(encoding="utf-8"))))
+        return 0
     machine = machine_info()  # before any work: its load average is the other jobs'
     device = resolve_device(args.device)
     if args.warmup is None:
@@ -959,6 +1004,8 @@ def main(argv: list[str] | None = None) -> int:
         print(text)
         return 0
     md_path, json_path = save_results(RESULT_NAME, text, result)
+    if "sweep" in result:
+        print(plot_sweep(result), file=sys.stderr)
     print(text)
     print(f"results: {md_path} and {json_path}", file=sys.stderr)
     return 0
