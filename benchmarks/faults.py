@@ -22,7 +22,7 @@ two-process run resumed from a middle checkpoint must end bitwise identical.
 ``--fuzz N`` also runs ``tests/test_fuzz.py`` with N hypothesis examples per reader and reports
 the cases tried per reader (every case parsed, skipped-and-counted, or a one-line error).
 
-Results: ``benchmarks/results/faults.md`` and ``faults.json``.
+Results: ``benchmarks/results/faults.md`` and ``faults.json`` (``faults_quick.*`` with ``--quick``).
 
 Run::
 
@@ -575,7 +575,8 @@ def main(argv=None) -> int:
             print(f"  passed: {fuzzed['passed']} in {fuzzed['seconds']} s", flush=True)
     results = {"command": command_line(argv), "machine": machine, "versions": versions(),
                "training": training, **parts, "two_processes": pair, "fuzz": fuzzed}
-    md, js = save_results("faults", markdown(results), results)
+    # The smoke run keeps its own files, so `make bench` never overwrites the full sweep's figures.
+    md, js = save_results("faults_quick" if args.quick else "faults", markdown(results), results)
     print(f"wrote {md.relative_to(ROOT)} and {js.relative_to(ROOT)}")
     ok = (training["survived"] == training["kills_tried"] and not leftovers
           and all(p["intact"] == p["tried"] for p in parts.values()) and (fuzzed is None or fuzzed["passed"])

@@ -408,3 +408,15 @@ def test_config_reader(tmp_path_factory, case):
         return
     assert isinstance(found, TrainConfig)
     COUNTS["config + overrides"]["parsed"] += 1
+
+
+def test_cache_header_that_lost_a_checksum_key(tmp_path, cache_bytes):
+    """The hypothesis sweep's find: one bit flip turns the key "crc32" into "brc32" (verify raised KeyError)."""
+    from augment.synonym_cache import CacheFormatError, SynonymCache
+
+    damaged = cache_bytes.replace(b'"crc32"', b'"brc32"', 1)
+    assert damaged != cache_bytes and len(damaged) == len(cache_bytes)
+    path = tmp_path / "lost-key.lsc"
+    path.write_bytes(damaged)
+    with pytest.raises(CacheFormatError, match="lost-key.lsc: expected section .* matching its checksum"):
+        SynonymCache.load(path, verify=True)
