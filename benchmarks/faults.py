@@ -477,7 +477,7 @@ def markdown(results: dict) -> str:
              machine_markdown(results["machine"], results["versions"]), "", "## SIGKILL during training", "",
              f"Tiny BERT (2 layers, hidden 32), {train['steps']} steps of batch 8 x 3 views on CPU, a checkpoint "
              f"every step (keep 2), evaluation + best export every 3 steps, "
-             f"{train['workers']} DataLoader workers. The uninterrupted run took {train['span_s']:.1f} s "
+             f"data.num_workers={train['workers']}. The uninterrupted run took {train['span_s']:.1f} s "
              "from start-up to the end; each kill came at a random moment of the remaining work.", "",
              f"**{train['survived']} of {train['kills_tried']} kills survived with bitwise identical final "
              f"weights** ({train['runs']} runs in all; identical: {train['identical']}); "
@@ -488,9 +488,10 @@ def markdown(results: dict) -> str:
             for i, (k, phase) in enumerate(zip(kills, kill_phases(kills)))]
     lines += [markdown_table(["kill", "after (s)", "phase hit", "left on disk", "next run resumed from",
                               "checkpoints + exports load"], rows, "rrllll"), ""]
-    for kind, title in (("cache", "synonym cache rewrite"), ("export", "export rewrite")):
+    for kind, title in (("cache", "the synonym cache (augment.build_cache)"),
+                        ("export", "an export (luse.export.export_encoder)")):
         part = results[kind]
-        lines += [f"## SIGKILL during a {title}", "",
+        lines += [f"## SIGKILL while rewriting {title}", "",
                   f"**{part['intact']} of {part['tried']} kills left the old {kind} loadable and identical**; "
                   f"phases: {part['summary']['phases']}.", ""]
         kills = [Kill(**k) for k in part["kills"]]
