@@ -493,7 +493,10 @@ def markdown(results: dict) -> str:
         part = results[kind]
         lines += [f"## SIGKILL while rewriting {title}", "",
                   f"**{part['intact']} of {part['tried']} kills left the old {kind} loadable and identical**; "
-                  f"phases: {part['summary']['phases']}.", ""]
+                  f"phases: {part['summary']['phases']}."
+                  + (" The child writes the file through a slow disk (0.1 s per write call; `file` phase), "
+                     "so that kills land in the write itself, not only in the neighbour search before it."
+                     if kind == "cache" else ""), ""]
         kills = [Kill(**k) for k in part["kills"]]
         rows = [(i + 1, k.delay_s, phase, ", ".join(k.left_on_disk) or "-", "yes" if k.loads else "NO",
                  "; ".join(k.problems) or "-") for i, (k, phase) in enumerate(zip(kills, kill_phases(kills)))]
