@@ -204,8 +204,8 @@ def run_recipe(name: str, default_config: Path, argv: list[str] | None = None, *
                        export=export)
         if config.data.num_workers == 0:
             report_skips(make_items)
-    except (InputError, FileNotFoundError) as err:
-        print(f"{name}: error: {err}", file=sys.stderr)
+    except (InputError, OSError) as err:  # bad input, a missing file, a failed save (full disk)
+        print(f"{name}: error: {' '.join(str(err).split())}", file=sys.stderr)  # one line, whatever raised it
         return 2
     except NonFiniteLossError as err:
         print(f"{name}: error: {err}", file=sys.stderr)

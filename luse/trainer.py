@@ -320,7 +320,9 @@ def _micro_step(accelerator, model, optimizer, scheduler, objective, batch, enco
             # With clipping off (max_grad_norm=0) the norm is still taken (an infinite bound clips
             # nothing): it is how a NaN or inf gradient behind a finite loss is caught.
             grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm or math.inf)
-        if finite and grad_norm is not None:
+        if finite and grad_norm is not None and accelerator.scaler is None:
+            # With fp16 loss scaling, inf gradients are routine while the scale settles: the
+            # scaler skips that optimizer step and lowers the scale; they are not a fault.
             finite = bool(torch.isfinite(grad_norm))
         finite = _all_processes(accelerator, finite)
         if not finite:
