@@ -95,6 +95,8 @@ class DistillConfig:
     weight: float = 100.0  # lambda of the loss
     student_layers: int = 0  # >0: student = the teacher's embeddings + first N layers + pooler
     student_config: str | None = None  # a config.json (or its dir): fresh student, teacher tensors that fit copied
+    pairs: str | None = None  # similar pairs (jsonl/tsv/csv as roformer_sim): the items, both sides distilled
+    lm_weight: float = 0.0  # >0: generator student (Seq2SeqModel), + lm_weight x its generation loss on the pairs
 
 
 @dataclass

@@ -1,24 +1,30 @@
 """Similarity distillation (RoFormer-Sim, ../shared/seeds/000): a student encoder learns the
-teacher's cosine-similarity matrix over batches of unlabelled sentences.
+teacher's cosine-similarity matrix over batches of unlabelled sentences, plus, when the student
+is a generator (a :class:`luse.seq2seq.Seq2SeqModel` with an LM head), RoFormer-Sim's generation
+loss on pairs of similar sentences.
 
 Pieces, each usable on its own:
 
-``load_teacher(path)``                 any exported luse model or Hugging Face encoder, frozen, eval mode
+``load_teacher(path)``                 any exported luse model, RoFormer-Sim export or Hugging Face
+                                       encoder, frozen, eval mode
 ``student_from_teacher(teacher, ...)`` a smaller student initialised from the teacher's lower layers
-                                       (``layers=N``) or a fresh config with the teacher tensors that fit
+                                       (``layers=N``) or a fresh config with the teacher tensors that
+                                       fit; ``lm_head=True`` makes it a Seq2SeqModel (head copied too)
 ``DistillObjective``                   the trainer objective: teacher vectors under ``no_grad`` from the
-                                       same tokens when the tokenizers agree, else from its own tokens
-``recipe_parts()``                     ``build_model`` / ``build_task`` for :func:`luse.runner.run_recipe`
+                                       same tokens when the tokenizers agree, else from its own tokens;
+                                       with ``lm=`` also the generation loss
+``recipe_parts()``, ``export_student`` ``build_model`` / ``build_task`` / ``export`` for
+                                       :func:`luse.runner.run_recipe`
 
-The loss is :func:`luse.losses.similarity_distill_loss`. The article adds RoFormer-Sim's
-generation loss when the student has an LM head; that model lives in the RoFormer-Sim recipe, and
-this objective trains sentence encoders (``SentenceEncoder``) only.
+The losses are :func:`luse.losses.similarity_distill_loss` and, for a generator student, the LM
+term of :class:`luse.seq2seq.RoFormerSimObjective` (weighted by ``distill.lm_weight``).
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import os
 import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,18 +40,35 @@ from luse.objectives import MODEL_INPUTS, tokenize_unique
 logger = logging.getLogger("luse")
 
 
+def is_seq2seq_export(path: str | os.PathLike) -> bool:
+    """True for a directory written by :func:`luse.seq2seq.export_seq2seq` (``luse.json`` names
+    its generation class): a checkpoint with an LM head whose sentence vector is the [CLS] state."""
+    from luse.export import read_export_info
+
+    return Path(path).is_dir() and "generation" in (read_export_info(path) or {})
+
+
 def load_teacher(name_or_path: str, *, pooling: str | None = None, max_length: int | None = None) -> SentenceEncoder:
-    """A frozen teacher in eval mode: an exported luse model (its saved pooling), any Hugging Face
-    encoder directory (``pooler`` pooling unless given) or ``m3e-small``.
+    """A frozen teacher in eval mode: an exported luse model (its saved pooling), a RoFormer-Sim
+    export (a :class:`~luse.seq2seq.Seq2SeqModel`: CLS vector, LM head kept so that a generator
+    student can copy it), any Hugging Face encoder directory (``pooler`` pooling unless given) or
+    ``m3e-small``.
 
     Raises:
         InputError: nothing loadable at ``name_or_path``.
     """
     from luse.export import load_encoder
     from luse.resources import resolve_model
+    from luse.seq2seq import check_pooling, load_seq2seq
 
     try:
-        teacher = load_encoder(resolve_model(name_or_path), pooling=pooling, max_length=max_length)
+        path = resolve_model(name_or_path)
+        if is_seq2seq_export(path):
+            if pooling:
+                check_pooling(pooling)
+            teacher = load_seq2seq(path, max_length=max_length)
+        else:
+            teacher = load_encoder(path, pooling=pooling, max_length=max_length)
     except OSError as err:
         reason = " ".join(str(err).split())[:120]
         raise InputError("distill.teacher", "an exported luse model, a Hugging Face encoder directory or m3e-small",
@@ -55,7 +78,8 @@ def load_teacher(name_or_path: str, *, pooling: str | None = None, max_length: i
 
 
 def student_from_teacher(teacher: SentenceEncoder, layers: int = 0, config_path: str | None = None,
-                         pooling: str | None = None, max_length: int | None = None) -> SentenceEncoder:
+                         pooling: str | None = None, max_length: int | None = None,
+                         lm_head: bool = False) -> SentenceEncoder:
     """A student that shares the teacher's tokenizer and starts from the teacher's weights.
 
     Args:
@@ -66,13 +90,19 @@ def student_from_teacher(teacher: SentenceEncoder, layers: int = 0, config_path:
             student, e.g. fewer layers or a narrower hidden size; every teacher tensor whose name and
             shape fit the student is copied, the rest starts fresh (a narrower student copies nothing
             and learns from the teacher alone).
-        pooling, max_length: the student's settings (default: the teacher's).
+        pooling, max_length: the student's settings (default: the teacher's; a generator student
+            always pools [CLS]).
+        lm_head: build a :class:`~luse.seq2seq.Seq2SeqModel` (``*ForMaskedLM`` with its LM head tied
+            to the input embeddings): a seq2seq teacher's head is copied with the layers, a plain
+            teacher's student starts a new head (logged).
 
     Returns:
-        A :class:`SentenceEncoder` in train mode; ``copied`` / ``fresh`` attributes on it list the
-        parameter names taken from the teacher and those initialised at random.
+        A :class:`SentenceEncoder` (or Seq2SeqModel) in train mode; ``copied`` / ``fresh`` attributes
+        on it list the parameter names taken from the teacher and those initialised at random.
     """
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
+
+    from luse.seq2seq import Seq2SeqModel
 
     if (layers > 0) == (config_path is not None):
         raise InputError("distill", "exactly one of distill.student_layers > 0 or distill.student_config",
@@ -91,18 +121,37 @@ def student_from_teacher(teacher: SentenceEncoder, layers: int = 0, config_path:
         except (OSError, ValueError) as err:
             raise InputError("distill.student_config", "a Hugging Face config.json or its directory",
                              got=f"{config_path} ({' '.join(str(err).split())[:100]})") from None
-    student = AutoModel.from_config(config)
+    if lm_head:
+        config.is_decoder, config.tie_word_embeddings = False, True  # as Seq2SeqModel.from_pretrained
+        student = AutoModelForMaskedLM.from_config(config)
+        prefix = student.base_model_prefix
+        # Names as in the student: a seq2seq teacher's full *ForMaskedLM (head included), else the backbone's.
+        teacher_state = teacher.mlm_model.state_dict() if isinstance(teacher, Seq2SeqModel) else \
+            {f"{prefix}.{name}": tensor for name, tensor in source.state_dict().items()}
+    else:
+        student = AutoModel.from_config(config)
+        teacher_state = source.state_dict()
     # Layer i of the student has the same parameter names as layer i of the teacher, so copying every
     # name present in both with the same shape takes exactly the lower layers (and nothing deeper).
-    teacher_state = source.state_dict()
     student_state = student.state_dict()
     fitting = {name: tensor for name, tensor in teacher_state.items()
                if name in student_state and student_state[name].shape == tensor.shape}
     student.load_state_dict(fitting, strict=False)
-    encoder = SentenceEncoder(student, teacher.tokenizer, pooling=pooling or teacher.pooling,
-                              max_length=max_length or teacher.max_length)
-    encoder.copied = sorted(fitting)
-    encoder.fresh = sorted(set(student_state) - set(fitting))
+    copied_storage = {student_state[name].data_ptr() for name in fitting}
+    # a tied tensor (the LM decoder = the word embeddings) counts as copied under both names
+    fresh = sorted(name for name in student_state
+                   if name not in fitting and student_state[name].data_ptr() not in copied_storage)
+    if lm_head:
+        encoder = Seq2SeqModel(student, teacher.tokenizer, max_length=max_length or teacher.max_length)
+        head = [name for name in fresh if not name.startswith(prefix + ".")]
+        encoder.new_lm_head = bool(head)
+        if head:
+            logger.warning("the teacher has no LM head: the student starts a new one (tied to the input "
+                           "embeddings; initialised: %s)", ", ".join(head))
+    else:
+        encoder = SentenceEncoder(student, teacher.tokenizer, pooling=pooling or teacher.pooling,
+                                  max_length=max_length or teacher.max_length)
+    encoder.copied, encoder.fresh = sorted(fitting), fresh
     logger.info("student: %d layers, hidden %d; %d tensors copied from the teacher, %d fresh",
                 config.num_hidden_layers, config.hidden_size, len(encoder.copied), len(encoder.fresh))
     return encoder.train()
@@ -123,24 +172,41 @@ class DistillObjective:
     the training device in :meth:`setup`. When teacher and student tokenize alike, the teacher reads
     the student's tokens; otherwise each batch also carries the teacher's own tokens (built in the
     DataLoader worker, like the student's) and the texts themselves (``batch["texts"]``).
+
+    Items may also be pairs of similar sentences ``(a, b)``: both sides are rows of the similarity
+    matrix (``2B`` sentences for ``B`` pairs, in the order ``a_1, b_1, a_2, b_2 ...``). With ``lm``
+    (a :class:`luse.seq2seq.RoFormerSimObjective`, normally ``contrastive_weight=0``) the student is a
+    Seq2SeqModel and the pairs also train its generator: each batch carries the objective's UniLM
+    block (``batch["seq2seq"]``: both orders, BART noise on the source) and the loss becomes
+    ``distill + lm_weight * lm.model_loss(...)``. The two terms take two forwards: the sentence
+    vectors come from a plain forward over the clean sentences (what the teacher sees and what the
+    exported encoder computes), the LM term from the UniLM forward.
     """
 
     kind = "distill"
 
     def __init__(self, teacher: SentenceEncoder, tokenizer, max_length: int, weight: float = 100.0,
-                 gather: bool = True):
+                 gather: bool = True, lm=None, lm_weight: float = 1.0):
         self.teacher, self.tokenizer, self.max_length = teacher, tokenizer, max_length
         self.weight, self.gather = weight, gather
+        self.lm, self.lm_weight = lm, lm_weight
         self.shared_tokens = same_tokenizer(tokenizer, teacher.tokenizer) and teacher.max_length == max_length
         self.teacher.eval().requires_grad_(False)
 
-    def collate(self, sentences: list[str], rng: random.Random) -> dict:
+    def collate(self, items: list, rng: random.Random) -> dict:
+        pairs = [tuple(item[:2]) for item in items if not isinstance(item, str)]
+        sentences = [text for pair in pairs for text in pair] if pairs else list(items)
         # No dedup across rows here: each sentence is one row of the n x n similarity matrix.
-        batch = dict(self.tokenizer(list(sentences), padding=True, truncation=True, max_length=self.max_length,
+        batch = dict(self.tokenizer(sentences, padding=True, truncation=True, max_length=self.max_length,
                                     return_tensors="pt"))
-        batch["texts"] = list(sentences)
+        batch["texts"] = sentences
         if not self.shared_tokens:
             batch["teacher_inputs"] = tokenize_unique(self.teacher.tokenizer, sentences, self.teacher.max_length)
+        if self.lm is not None:
+            if len(pairs) != len(items):
+                raise InputError("distill", "pairs of similar sentences (distill.pairs) for the generation loss",
+                                 got="single sentences")
+            batch["seq2seq"] = self.lm.collate(pairs, rng)
         return batch
 
     def setup(self, accelerator, model) -> None:
@@ -156,8 +222,23 @@ class DistillObjective:
 
     def model_loss(self, model, inputs: dict, batch: dict) -> torch.Tensor:
         student = model(**inputs)
-        return similarity_distill_loss(student.float(), self.teacher_vectors(inputs, batch), weight=self.weight,
+        loss = similarity_distill_loss(student.float(), self.teacher_vectors(inputs, batch), weight=self.weight,
                                        gather=self.gather)
+        if self.lm is not None and self.lm_weight:
+            device = inputs["input_ids"].device
+            pairs = {k: v.to(device) for k, v in batch["seq2seq"].items()}
+            loss = loss + self.lm_weight * self.lm.model_loss(model, pairs, batch)
+        return loss
+
+
+def export_student(model, out_dir: str | os.PathLike, *, metadata: dict | None = None) -> Path:
+    """The recipe's export: a generator student with :func:`luse.seq2seq.export_seq2seq` (it stays a
+    ``*ForMaskedLM``), any other with :func:`luse.export.export_encoder`."""
+    from luse.export import export_encoder
+    from luse.seq2seq import Seq2SeqModel, export_seq2seq
+
+    export = export_seq2seq if isinstance(model, Seq2SeqModel) else export_encoder
+    return export(model, out_dir, metadata=metadata)
 
 
 def recipe_parts() -> tuple[Callable[[TrainConfig], SentenceEncoder], Callable]:
@@ -166,25 +247,61 @@ def recipe_parts() -> tuple[Callable[[TrainConfig], SentenceEncoder], Callable]:
     ``build_model`` loads ``distill.teacher`` and returns the student: the teacher's lower layers
     (``distill.student_layers``), a fresh ``distill.student_config``, or else ``model.name_or_path``
     (any encoder, e.g. a smaller pretrained one). ``build_task`` returns the objective and the
-    sentences of ``data.corpus`` (read as in pretrain_luse).
+    sentences of ``data.corpus`` (read as in pretrain_luse), or the pairs of ``distill.pairs``.
+
+    ``distill.lm_weight > 0`` (with ``distill.pairs`` and ``model.pooling=cls``) makes the student a
+    generator, a :class:`~luse.seq2seq.Seq2SeqModel` whose loss adds ``lm_weight`` x the RoFormer-Sim
+    generation loss on the pairs (BART noise ``seq2seq.mask_rate``); export it with
+    :func:`export_student`.
     """
-    from luse.runner import corpus_items, load_encoder_for
+    from luse.resources import resolve_model
+    from luse.runner import corpus_items, in_memory_items, load_encoder_for
+    from luse.seq2seq import (
+        RoFormerSimObjective,
+        Seq2SeqModel,
+        build_roformer_sim_model,
+        check_pooling,
+        read_similar_pairs,
+    )
 
     shared: dict[str, SentenceEncoder] = {}
 
     def build_model(config: TrainConfig) -> SentenceEncoder:
         settings = config.distill
-        teacher = shared["teacher"] = load_teacher(settings.teacher, max_length=config.model.max_length)
         if settings.student_layers < 0:
             raise InputError("config", "distill.student_layers >= 0", got=settings.student_layers)
-        if settings.student_layers > 0 or settings.student_config:
+        if settings.lm_weight < 0 or settings.lm_weight > 0 and not settings.pairs:
+            raise InputError("config", "distill.lm_weight >= 0, and distill.pairs=FILE (similar sentences) "
+                             "when distill.lm_weight > 0", got=f"lm_weight={settings.lm_weight} pairs={settings.pairs}")
+        generator = settings.lm_weight > 0
+        if generator:
+            check_pooling(config.model.pooling)
+        teacher = shared["teacher"] = load_teacher(settings.teacher, max_length=config.model.max_length)
+        from_teacher = settings.student_layers > 0 or settings.student_config
+        source_has_head = isinstance(teacher, Seq2SeqModel) if from_teacher else \
+            is_seq2seq_export(resolve_model(config.model.name_or_path))
+        if source_has_head and not generator:
+            logger.warning("the student's source has an LM head; with distill.lm_weight=0 the student is a plain "
+                           "encoder without it (distill.lm_weight>0 and distill.pairs=FILE keep it a generator)")
+        if from_teacher:
             return student_from_teacher(teacher, settings.student_layers, settings.student_config,
-                                        pooling=config.model.pooling, max_length=config.model.max_length)
-        return load_encoder_for(config)
+                                        pooling=config.model.pooling, max_length=config.model.max_length,
+                                        lm_head=generator)
+        return build_roformer_sim_model(config) if generator else load_encoder_for(config)
 
-    def build_task(config: TrainConfig, tokenizer) -> tuple[DistillObjective, Callable[[int], Iterator[str]]]:
-        objective = DistillObjective(shared["teacher"], tokenizer, config.model.max_length,
-                                     weight=config.distill.weight, gather=config.loss.gather)
-        return objective, corpus_items(config)
+    def build_task(config: TrainConfig, tokenizer) -> tuple[DistillObjective, Callable[[int], Iterator]]:
+        settings = config.distill
+        lm = None
+        if settings.lm_weight > 0:  # only the generation term: the teacher gives the sentence-vector signal
+            lm = RoFormerSimObjective(tokenizer, config.model.max_length, mask_rate=config.seq2seq.mask_rate,
+                                      contrastive_weight=0.0, gather=False)
+        objective = DistillObjective(shared["teacher"], tokenizer, config.model.max_length, weight=settings.weight,
+                                     gather=config.loss.gather, lm=lm, lm_weight=settings.lm_weight)
+        if not settings.pairs:
+            return objective, corpus_items(config)
+        rows = list(read_similar_pairs(settings.pairs))
+        if not rows:
+            raise InputError(settings.pairs, "at least one pair of similar sentences")
+        return objective, in_memory_items(rows, config.seed)
 
     return build_model, build_task

@@ -1,5 +1,6 @@
 """Similarity distillation: the loss against a direct loop formula, the objective on a tiny teacher,
-student initialisation from the teacher's lower layers, and a 2-step ``accelerate launch``."""
+student initialisation from the teacher's lower layers, the generator student (distillation + the
+RoFormer-Sim generation loss), a 2-step ``accelerate launch`` and an in-process run of the recipe."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import math
 
 import pytest
 import torch
+from test_seq2seq import PAIRS, one_thread  # noqa: F401  (the tiny pairs; autouse: one torch thread here too)
 
 from luse.errors import InputError
 from luse.losses import LOSSES, SimilarityDistillLoss, similarity_distill_loss
@@ -249,3 +251,159 @@ def test_distill_recipe_launch(tmp_path, tiny_bert):
     assert vectors.shape == (2, 32) and torch.isfinite(vectors).all()
     assert (out / "checkpoints" / "step-00000002").is_dir()
     assert (REPO / "recipes" / "configs" / "distill.yaml").is_file()
+
+
+# ------------------------------------------------------------------------------ generator student (LM head)
+
+@pytest.fixture(scope="module")
+def seq2seq_teacher(tmp_path_factory, tiny_bert):
+    """A RoFormer-Sim export (BertForMaskedLM + luse.json) of the tiny BERT: its LM head is random."""
+    from luse.seq2seq import Seq2SeqModel, export_seq2seq
+
+    torch.manual_seed(1)
+    return export_seq2seq(Seq2SeqModel.from_pretrained(str(tiny_bert), max_length=16),
+                          tmp_path_factory.mktemp("teacher") / "sim")
+
+
+@pytest.mark.parametrize("kind", ["bert-seq2seq-teacher", "roformer-plain-teacher"])
+def test_generator_loss_is_distillation_plus_weighted_lm_loss(kind, seq2seq_teacher, tiny_roformer):
+    import random
+
+    from luse.distill import DistillObjective, load_teacher, student_from_teacher
+    from luse.seq2seq import RoFormerSimObjective, Seq2SeqModel
+
+    torch.manual_seed(0)
+    teacher = load_teacher(str(seq2seq_teacher if kind.startswith("bert") else tiny_roformer), pooling="cls",
+                           max_length=16)
+    student = student_from_teacher(teacher, layers=1, lm_head=True).eval()
+    assert isinstance(student, Seq2SeqModel)
+    tok = student.tokenizer
+    lm = RoFormerSimObjective(tok, 16, mask_rate=0.3, contrastive_weight=0.0, gather=False)
+    objective = DistillObjective(teacher, tok, 16, gather=False, lm=lm, lm_weight=0.7)
+    assert objective.shared_tokens
+    batch = objective.collate(PAIRS[:3], random.Random(1))
+    sentences = [text for pair in PAIRS[:3] for text in pair]
+    assert batch["texts"] == sentences  # both sides of every pair are rows of the similarity matrix
+    # the LM block is exactly what the RoFormer-Sim objective builds from the same pairs and rng
+    reference = RoFormerSimObjective(tok, 16, mask_rate=0.3, contrastive_weight=0.0, gather=False)
+    block = reference.collate(PAIRS[:3], random.Random(1))
+    assert block.keys() == batch["seq2seq"].keys()
+    assert all(torch.equal(batch["seq2seq"][k], block[k]) for k in block)
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    with torch.no_grad():
+        got = objective.model_loss(student, inputs, batch)
+        distill = similarity_distill_loss(student(**student.tokenize(sentences)),
+                                          teacher(**teacher.tokenize(sentences)), gather=False)
+        lm_loss = reference.model_loss(student, block, block)
+        torch.testing.assert_close(got, distill + 0.7 * lm_loss)
+        assert float(lm_loss) > 1.0 and float(distill) > 0.0  # both terms are real
+        # lm_weight=0, or no LM objective: exactly the distillation, and no LM block in the batch
+        zero = DistillObjective(teacher, tok, 16, gather=False, lm=lm, lm_weight=0.0)
+        torch.testing.assert_close(zero.model_loss(student, inputs, zero.collate(PAIRS[:3], random.Random(1))),
+                                   distill)
+        plain = DistillObjective(teacher, tok, 16, gather=False)
+        plain_batch = plain.collate(PAIRS[:3], random.Random(1))
+        assert "seq2seq" not in plain_batch and plain_batch["texts"] == sentences
+        torch.testing.assert_close(plain.model_loss(student, inputs, plain_batch), distill)
+    # one training step reaches every trainable parameter (the LM head included), none of the teacher's
+    student.train().zero_grad(set_to_none=True)
+    objective.model_loss(student, inputs, batch).backward()
+    assert not [n for n, p in student.named_parameters() if p.requires_grad and p.grad is None]
+    assert all(p.grad is None for p in teacher.parameters())
+    with pytest.raises(InputError, match="pairs of similar sentences"):
+        objective.collate(SENTENCES[:4], random.Random(0))
+
+
+def test_generator_student_copies_layers_and_lm_head(seq2seq_teacher, tiny_bert, tiny_roformer, caplog):
+    from transformers import BertModel
+
+    from luse.distill import load_teacher, student_from_teacher
+    from luse.seq2seq import Seq2SeqModel
+
+    teacher = load_teacher(str(seq2seq_teacher))
+    assert isinstance(teacher, Seq2SeqModel) and not teacher.training and teacher.max_length == 16
+    assert not any(p.requires_grad for p in teacher.parameters())
+    inputs = teacher.tokenize(SENTENCES[:3])
+    with torch.no_grad():  # the teacher's sentence vector is the export's [CLS] state
+        plain = BertModel.from_pretrained(seq2seq_teacher).eval()
+        torch.testing.assert_close(teacher(**inputs), plain(**inputs)[0][:, 0])
+
+    student = student_from_teacher(teacher, layers=1, lm_head=True)
+    assert isinstance(student, Seq2SeqModel) and student.training and student.pooling == "cls"
+    assert student.backbone.config.num_hidden_layers == 1 and not student.new_lm_head and student.fresh == []
+    assert student.lm_head.predictions.decoder.weight is student.backbone.embeddings.word_embeddings.weight
+    source = teacher.mlm_model.state_dict()
+    copied = student.mlm_model.state_dict()
+    assert any(name.startswith("cls.predictions.transform.") for name in copied)
+    for name, tensor in copied.items():
+        assert "layer.1." not in name
+        torch.testing.assert_close(tensor, source[name], rtol=0, atol=0)
+
+    # a plain teacher: layers copied, a new head (logged); the tied decoder is not counted as fresh
+    with caplog.at_level("WARNING", logger="luse"):
+        fresh_head = student_from_teacher(load_teacher(str(tiny_roformer), pooling="cls"), layers=1,
+                                          lm_head=True)
+    assert fresh_head.new_lm_head and "the teacher has no LM head" in caplog.text
+    assert fresh_head.fresh and all(not name.startswith("roformer.") for name in fresh_head.fresh)
+    assert "cls.predictions.decoder.weight" not in fresh_head.fresh
+    assert fresh_head.lm_head.predictions.decoder.weight is fresh_head.backbone.embeddings.word_embeddings.weight
+    # without lm_head a seq2seq teacher gives a plain CLS encoder, as before
+    plain_student = student_from_teacher(teacher, layers=1)
+    assert not isinstance(plain_student, Seq2SeqModel) and plain_student.pooling == "cls"
+
+
+def test_generator_config_errors_are_one_line(tmp_path, tiny_bert):
+    from conftest import REPO
+
+    from luse.config import load_config
+    from luse.distill import recipe_parts
+
+    build_model, _ = recipe_parts()
+    yaml_file = REPO / "recipes" / "configs" / "distill.yaml"
+    base = [f"distill.teacher={tiny_bert}", "distill.student_layers=1", "model.pooling=cls"]
+    for extra, message in ((["distill.lm_weight=1"], "distill.pairs=FILE"),
+                           (["distill.lm_weight=-1"], "distill.lm_weight >= 0"),
+                           (["distill.lm_weight=1", "distill.pairs=x.jsonl", "model.pooling=pooler"],
+                            "model.pooling=cls")):
+        with pytest.raises(InputError, match=message) as error:
+            build_model(load_config(yaml_file, base + extra))
+        assert "\n" not in str(error.value)
+
+
+def test_distill_recipe_generator_student_in_process(tmp_path, monkeypatch, seq2seq_teacher):
+    """recipes/distill.py itself (run in this process, as `python recipes/distill.py`): a 1-layer
+    generator student of a RoFormer-Sim teacher, exported as a *ForMaskedLM."""
+    import json
+    import runpy
+    import sys
+
+    from conftest import REPO
+    from transformers import AutoTokenizer, BertForMaskedLM, BertModel
+
+    from luse.seq2seq import load_seq2seq
+
+    pairs, sts, out = tmp_path / "pairs.tsv", tmp_path / "sts.tsv", tmp_path / "out"
+    pairs.write_text("".join(f"{a}\t{b}\n" for a, b in PAIRS), encoding="utf-8")  # similar pairs, a<TAB>b
+    sts.write_text("".join(f"{a}\t{b}\t{i % 3}\n" for i, (a, b) in enumerate(PAIRS)), encoding="utf-8")
+    overrides = {"output_dir": out, "max_steps": 2, "batch_size": 3, "lr": 1e-3, "threads": 1,
+                 "model.pooling": "cls", "model.max_length": 16, "distill.teacher": seq2seq_teacher,
+                 "distill.student_layers": 1, "distill.pairs": pairs, "distill.lm_weight": 1.0,
+                 "eval.sts": f"[{sts}]", "eval.every": 1, "save_every": 1, "report_to": "none"}
+    monkeypatch.setattr(sys, "argv", ["distill.py", *(f"{k}={v}" for k, v in overrides.items())])
+    with pytest.raises(SystemExit) as exit_code:
+        runpy.run_path(str(REPO / "recipes" / "distill.py"), run_name="__main__")
+    assert exit_code.value.code == 0
+    final = out / "final"
+    assert json.loads((final / "luse.json").read_text())["generation"] == "BertForMaskedLM"
+    trained = load_seq2seq(final)  # a generator again, with the head it was trained with
+    assert not trained.new_lm_head and trained.backbone.config.num_hidden_layers == 1
+    teacher_head = load_seq2seq(seq2seq_teacher).lm_head.predictions.transform.dense.weight
+    assert not torch.equal(trained.lm_head.predictions.transform.dense.weight, teacher_head)  # trained
+    tokenizer = AutoTokenizer.from_pretrained(final)
+    batch = tokenizer(["今天天气很好"], return_tensors="pt")
+    with torch.no_grad():
+        logits = BertForMaskedLM.from_pretrained(final).eval()(**batch).logits
+        vector = BertModel.from_pretrained(final).eval()(**batch)[0][:, 0]
+    assert logits.shape[-1] == tokenizer.vocab_size and torch.isfinite(logits).all()
+    torch.testing.assert_close(vector, trained.eval()(**batch), atol=1e-5, rtol=1e-5)
+    assert (out / "best" / "luse.json").is_file() and (out / "checkpoints" / "step-00000002").is_dir()
