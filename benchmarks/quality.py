@@ -15,6 +15,8 @@ Rows (``--rows``):
 ``luse_eda``      luse ``recipes/pretrain_luse.py`` with ``views.eda=4 views.dropout=4`` (9 encodings per
                   sentence). Same compute as the 2-view rows: the batch is ``round(2 B / 9)`` sentences
                   (14 for B=64: 126 encodings per step against 128), unless ``--eda-batch-size`` says otherwise.
+``luse_eda_cilin`` the same with synonyms from the Cilin thesaurus only (no word-vector neighbours).
+``*_queue``       the row above it plus a momentum queue of 256 keys (``loss.queue_size=256 loss.momentum=0.995``).
 ``st_simcse``     the peer: sentence-transformers' unsupervised SimCSE: ``SentenceTransformer(Transformer(base),
                   Pooling(P))`` + ``MultipleNegativesRankingLoss(scale=20)`` on ``(s, s)`` pairs, trained by
                   its own ``SentenceTransformerTrainer`` (AdamW, linear schedule, the same warm-up steps).
@@ -54,7 +56,8 @@ from pathlib import Path
 import common
 from common import RESULTS_DIR, ROOT
 
-ROWS = ("base", "simcse_unsup", "simcse_unsup_queue", "luse_dropout", "luse_dropout_queue", "luse_eda", "st_simcse")
+ROWS = ("base", "simcse_unsup", "simcse_unsup_queue", "luse_dropout", "luse_dropout_queue", "luse_eda",
+        "luse_eda_cilin", "st_simcse")
 TITLES = {
     "base": "base model, untrained",
     "simcse_unsup": "luse SimCSE-unsup (2 dropout views)",
@@ -62,6 +65,7 @@ TITLES = {
     "luse_dropout": "luse LUSE, dropout views only (2 views)",
     "luse_dropout_queue": "luse LUSE, dropout views + momentum queue (256 keys, momentum 0.995)",
     "luse_eda": "luse LUSE, 4 EDA + 4 dropout views (9 views)",
+    "luse_eda_cilin": "luse LUSE, 4 EDA + 4 dropout views, Cilin synonyms only (9 views)",
     "st_simcse": "sentence-transformers SimCSE-unsup (MNRL on (s, s))",
 }
 QUEUE = ["loss.queue_size=256", "loss.momentum=0.995"]  # MoCo-style negatives: 4x the default batch
@@ -73,6 +77,8 @@ LUSE_ROWS = {
     "luse_dropout": ("pretrain_luse", ["loss.name=luse", "views.dropout=1", "views.eda=0"]),
     "luse_dropout_queue": ("pretrain_luse", ["loss.name=luse", "views.dropout=1", "views.eda=0", *QUEUE]),
     "luse_eda": ("pretrain_luse", ["loss.name=luse", "views.dropout=4", "views.eda=4"]),
+    # The same with true synonyms only (a cache of the Cilin thesaurus, no word-vector neighbours).
+    "luse_eda_cilin": ("pretrain_luse", ["loss.name=luse", "views.dropout=4", "views.eda=4"]),
 }
 TEMPERATURE = 0.05
 WARMUP_RATIO = 0.1
@@ -160,7 +166,14 @@ def warmup_steps(steps: int) -> int:
 def train_luse(row: str, args: argparse.Namespace, corpus: Path, out: Path, log: Path) -> dict:
     """Run one luse recipe in a subprocess; returns the training command, time and exit status."""
     recipe, overrides = LUSE_ROWS[row]
-    batch = args.eda_batch_size if row == "luse_eda" else args.batch_size
+    batch = args.eda_batch_size if row.startswith("luse_eda") else args.batch_size
+    if row == "luse_eda_cilin":
+        from augment.build_cache import main as build_cache
+
+        cache = out.parent / "cilin.lsc"
+        if not cache.exists():
+            build_cache(["--vectors", "none", "--thesaurus", "default", "--out", str(cache)])
+        overrides = [*overrides, f"views.synonym_cache={cache}"]
     overrides = [
         f"output_dir={out}", f"max_steps={args.steps}", f"batch_size={batch}", f"lr={args.lr}", f"seed={args.seed}",
         f"warmup_ratio={WARMUP_RATIO}", "scheduler=linear", "weight_decay=0.0", "max_grad_norm=1.0",
@@ -182,7 +195,7 @@ def train_luse(row: str, args: argparse.Namespace, corpus: Path, out: Path, log:
     shown = ["python", f"recipes/{recipe}.py", *(o.replace(str(out), "OUT").replace(str(corpus), "CORPUS.txt")
                                                    for o in overrides)]
     return {"command": shlex.join(shown), "train_seconds": round(seconds, 1), "batch_size": batch,
-            "views": 9 if row == "luse_eda" else 2, "returncode": done.returncode, "model_dir": out / "final"}
+            "views": 9 if row.startswith("luse_eda") else 2, "returncode": done.returncode, "model_dir": out / "final"}
 
 
 def train_peer(args: argparse.Namespace, sentences: list[str], out: Path, log: Path):
