@@ -366,11 +366,16 @@ def plot(data: dict, path: Path) -> str:
     files = data["sts_files"]
     fig, ax = plt.subplots(figsize=(2 + 1.6 * len(rows) * len(files), 4))
     width = 0.8 / max(len(rows), 1)
+    scores = []
     for i, r in enumerate(rows):
         values = [r["scores"][f]["raw"] or 0 for f in files]
-        ax.bar([x + i * width for x in range(len(files))], values, width, label=r["row"])
+        scores += values
+        bars = ax.bar([x + i * width for x in range(len(files))], values, width, label=r["row"])
+        ax.bar_label(bars, fmt="%.2f", fontsize=7)
+    # The rows differ by tenths of a point: a zero-based axis would hide every difference.
+    ax.set_ylim(min(scores) - 2, max(scores) + 1)
     ax.set_xticks([x + width * (len(rows) - 1) / 2 for x in range(len(files))], files)
-    ax.set_ylabel("Spearman x100")
+    ax.set_ylabel("Spearman x100 (axis not from 0)")
     ax.set_title(f"{data['model']}, {data['steps']} steps, pooling {data['pooling']}")
     ax.legend(fontsize=8)
     fig.tight_layout()
