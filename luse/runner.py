@@ -117,6 +117,9 @@ def build_task(config: TrainConfig, tokenizer) -> tuple[object, Callable[[int], 
     if name in ("cross_bce", "cross_mse"):
         raise InputError("config", f"a bi-encoder loss here; loss.name={name} trains a cross-encoder: "
                          "use recipes/cross_encoder.py")
+    if name != "cosent":  # e.g. roformer_sim: its own recipe builds its own task
+        raise InputError("config", f"luse, simcse_unsup, simcse_sup or cosent in this recipe; loss.name={name} "
+                         f"has its own recipe (recipes/{name}.py)")
     rows = [row for f in files for row in read_pairs(f)]
     return PairsObjective(tokenizer, max_length, config.loss), in_memory_items(rows, config.seed)
 
