@@ -98,13 +98,9 @@ def iter_sentences(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
             ``.gz``.
         FileNotFoundError: If the file does not exist.
     """
-    from luse.data.corpus import iter_byte_lines
+    from luse.data.corpus import iter_text_lines
 
-    for line_number, raw in iter_byte_lines(path):
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise InputError(path, "UTF-8 text", got=raw[:40], line=line_number) from None
+    for line_number, text in iter_text_lines(path):
         if not text.strip():
             raise InputError(path, "one sentence per line (row i of the vectors is line i + 1)",
                              got="a blank line", line=line_number)
@@ -117,7 +113,8 @@ def count_sentences(path: str | os.PathLike) -> int:
 
 
 def encode_file(encoder, src: str | os.PathLike, out: str | os.PathLike, *, batch_size: int = 64,
-                chunk_size: int | None = None, show_progress: bool = False) -> tuple[int, int]:
+                chunk_size: int | None = None, show_progress: bool = False,
+                total: int | None = None) -> tuple[int, int]:
     """Encode a sentences file into a ``.npy`` of float32 unit rows, streaming both ways.
 
     The file is read twice, lazily: once to check and count its lines (a bad line fails in
@@ -135,6 +132,8 @@ def encode_file(encoder, src: str | os.PathLike, out: str | os.PathLike, *, batc
         chunk_size: Sentences per chunk (default ``8 * batch_size``); within a chunk sentences are
             sorted by length, so larger chunks waste less padding.
         show_progress: Show a progress bar (sentences) on stderr.
+        total: ``count_sentences(src)`` when the caller already has it (the checking pass is then
+            not repeated).
 
     Returns:
         ``(rows, dim)`` of the written array.
@@ -142,7 +141,7 @@ def encode_file(encoder, src: str | os.PathLike, out: str | os.PathLike, *, batc
     Raises:
         InputError: An empty file, or a bad line (see :func:`iter_sentences`).
     """
-    total = count_sentences(src)
+    total = count_sentences(src) if total is None else total
     if total == 0:
         raise InputError(src, "at least one sentence", got="an empty file")
     chunk_size = chunk_size or CHUNK_BATCHES * batch_size

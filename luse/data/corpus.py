@@ -204,6 +204,18 @@ def iter_byte_lines(path: str | PathLike) -> Iterator[tuple[int, bytes]]:
                              line=line_number + 1) from None
 
 
+def iter_text_lines(path: str | PathLike) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of a file that must be UTF-8 throughout (labelled sets, pair files,
+    sentence lists whose row numbers matter): an undecodable line is an :class:`InputError`
+    naming the line, not a skip (compare :func:`read_lines`)."""
+    for line_number, raw in iter_byte_lines(path):
+        try:
+            yield line_number, raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            bad = raw[error.start:error.start + 4]
+            raise InputError(path, "UTF-8 text", got=f"undecodable bytes {bad!r}", line=line_number) from None
+
+
 def read_lines(path: str | PathLike, skips: SkipCounter | None = None) -> Iterator[tuple[int, str]]:
     """Stream ``(line number, text)`` from a (possibly gzipped) file, never holding it in memory.
 

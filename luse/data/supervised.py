@@ -21,7 +21,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
-from luse.data.corpus import iter_byte_lines
+from luse.data.corpus import iter_text_lines
 from luse.errors import InputError
 
 #: Accepted key names for triplets, in order of preference (SimCSE's NLI csv uses sent0/sent1/hard_neg).
@@ -113,20 +113,10 @@ def _open_format(path: str | PathLike) -> tuple[Path, str]:
     return path, kind
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Strictly decoded lines: invalid UTF-8 is an error here, not a skip."""
-    for line_number, raw in iter_byte_lines(path):
-        try:
-            yield line_number, raw.decode("utf-8")
-        except UnicodeDecodeError as error:
-            bad = raw[error.start:error.start + 4]
-            raise InputError(path, "UTF-8 text", got=f"undecodable bytes {bad!r}", line=line_number) from None
-
-
 # --- JSON lines ----------------------------------------------------------------------------
 
 def _jsonl_records(path: Path, convert, expected: str) -> Iterator[tuple]:
-    for line_number, line in _lines(path):
+    for line_number, line in iter_text_lines(path):
         if not line.strip():
             continue
         try:
@@ -161,7 +151,7 @@ def _pair_from_mapping(record: dict[str, Any]) -> tuple[str, str, float] | None:
 def _tsv_records(path: Path, width: int, convert, header_sets: Iterable[Sequence[str]],
                  expected: str) -> Iterator[tuple]:
     headers = {tuple(keys) for keys in header_sets}
-    for line_number, line in _lines(path):
+    for line_number, line in iter_text_lines(path):
         if not line.strip():
             continue
         fields = line.split("\t")
@@ -195,7 +185,7 @@ def _pair_from_row(fields: list[str]) -> tuple[str, str, float] | None:
 def _csv_records(path: Path, text_sets: Sequence[Sequence[str]], score_keys: Sequence[str],
                  header_expected: str) -> Iterator[tuple]:
     # csv.reader sees whole lines (newline restored), so quoted fields may span lines.
-    lines = (line + "\n" for _, line in _lines(path))
+    lines = (line + "\n" for _, line in iter_text_lines(path))
     reader = csv.reader(lines, strict=True)
     try:
         header = next(reader, None)

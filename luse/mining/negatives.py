@@ -110,7 +110,7 @@ def read_anchor_pairs(path: str | PathLike) -> list[tuple[str, str, float | None
         InputError: an unknown extension, a missing file, invalid UTF-8 or a malformed line
             (naming the file, the line and the accepted forms).
     """
-    from luse.data.corpus import iter_byte_lines
+    from luse.data.corpus import iter_text_lines
     from luse.data.supervised import parse_score
 
     path = Path(path)
@@ -123,11 +123,7 @@ def read_anchor_pairs(path: str | PathLike) -> list[tuple[str, str, float | None
     expected = (f"a JSON object with string fields {keys} (optional numeric label)" if suffix != ".tsv"
                 else "anchor<TAB>positive[<TAB>label] with non-empty texts")
     rows = []
-    for number, raw in iter_byte_lines(path):
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise InputError(path, "UTF-8 text", got=raw[:20], line=number) from None
+    for number, line in iter_text_lines(path):
         if not line.strip():
             continue
         row = _json_pair(line, parse_score) if suffix != ".tsv" else _tsv_pair(line, parse_score)

@@ -53,6 +53,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from luse.data.corpus import iter_text_lines
 from luse.data.splitter import split_sentences, strip_pos_tags
 from luse.errors import InputError
 
@@ -229,7 +230,7 @@ def read_groups(sources: Iterable[str], field: str = "text") -> Iterator[Group]:
             kind = file_format(path)
             if kind not in ("txt", "jsonl", PEOPLES_DAILY):
                 raise InputError(path, "a .txt or .jsonl file (optionally .gz), or peoples-daily", got=path.name)
-            for line_number, line in _strict_lines(path):
+            for line_number, line in iter_text_lines(path):
                 if not line.strip():
                     continue
                 if kind == "txt":
@@ -248,17 +249,6 @@ def read_groups(sources: Iterable[str], field: str = "text") -> Iterator[Group]:
                     else:
                         questions.setdefault(group.key, Group(ANSWERS, group.key)).texts.extend(group.texts)
     yield from questions.values()
-
-
-def _strict_lines(path: Path) -> Iterator[tuple[int, str]]:
-    from luse.data.corpus import iter_byte_lines
-
-    for line_number, raw in iter_byte_lines(path):
-        try:
-            yield line_number, raw.decode("utf-8")
-        except UnicodeDecodeError as error:
-            raise InputError(path, "UTF-8 text", got=f"undecodable bytes {raw[error.start:error.start + 4]!r}",
-                             line=line_number) from None
 
 
 def _group_from_json(line: str, field: str) -> Group | None:
