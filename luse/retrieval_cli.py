@@ -67,10 +67,10 @@ def _register_encode(subparsers) -> None:
 def run_encode(args: argparse.Namespace) -> int:
     from luse.retrieval import count_sentences, encode_file
 
-    count_sentences(args.input)  # a bad file fails before the model loads
+    total = count_sentences(args.input)  # a bad file fails before the model loads
     encoder = load_model(args.model, pooling=args.pooling, max_length=args.max_length, device=args.device)
     rows, dim = encode_file(encoder, args.input, args.out, batch_size=args.batch_size,
-                            show_progress=not args.quiet)
+                            show_progress=not args.quiet, total=total)
     logger.info("wrote %s: %d vectors of dimension %d", args.out, rows, dim)
     return 0
 
