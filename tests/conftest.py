@@ -24,3 +24,15 @@ def tiny_bert(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_roformer(tmp_path_factory) -> Path:
     return make_tiny_model(tmp_path_factory.mktemp("tiny-roformer"), "roformer")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models: one thread avoids the per-op thread hand-off cost (20x on a busy 2-core machine).
+    A module opts in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

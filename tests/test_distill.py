@@ -8,10 +8,12 @@ import math
 
 import pytest
 import torch
-from test_seq2seq import PAIRS, one_thread  # noqa: F401  (the tiny pairs; autouse: one torch thread here too)
+from test_seq2seq import PAIRS
 
 from luse.errors import InputError
 from luse.losses import LOSSES, SimilarityDistillLoss, similarity_distill_loss
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # ------------------------------------------------------------------------------ the loss
 

@@ -27,13 +27,7 @@ from luse.seq2seq import Seq2SeqModel, export_seq2seq
 TEXT = "科学技术是第一生产力。"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one thread avoids the per-op thread hand-off cost (20x on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -28,13 +28,7 @@ PAIRS = [("广州和深圳哪个好？", "深圳和广州哪个好？"), ("科�
          ("这家店的咖啡不错。", "这家咖啡店味道很好。"), ("火车晚点了。", "列车晚点了半小时。")]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one thread avoids the per-op thread hand-off cost (20x on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module", params=["bert", "roformer"])
