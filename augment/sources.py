@@ -375,9 +375,17 @@ def _arrow_block(block: bytes, out: np.ndarray, dim: int, unicode_errors: str) -
         words = b"\n".join(table.column(0).to_pylist()).decode("utf-8", errors=unicode_errors)
     except (pa.ArrowException, ValueError):  # ragged rows, a value that is not a number, not UTF-8, ...
         return None
+    begin = 0
     with np.errstate(over="ignore"):  # 1e40 becomes inf, as in gensim; load_word2vec reports it
-        for column in range(dim):
-            out[:, column] = table.column(column + 1).to_numpy()  # float64 -> float32: gensim's double rounding
+        for batch in table.to_batches():
+            stop = begin + batch.num_rows
+            for column in range(dim):
+                # The raw float64 buffer (Array.to_numpy would import pandas: +0.5 s), cast to float32
+                # on assignment: gensim's double rounding.
+                values = batch.column(column + 1)
+                out[begin:stop, column] = np.frombuffer(values.buffers()[1], dtype=np.float64, count=len(values),
+                                                        offset=values.offset * 8)
+            begin = stop
     return words.split("\n")
 
 
