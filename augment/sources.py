@@ -271,7 +271,7 @@ def find_word2vec_problem(path: str | os.PathLike, *, binary: bool, limit: int |
 
 
 # Text files are parsed this many bytes of whole lines at a time: big enough that pyarrow's C++ parser
-# does nearly all the work, small enough that its float64 table (~1.6x the text) stays small.
+# does nearly all the work, small enough that its float64 table (about the size of the text) stays small.
 TEXT_BLOCK_BYTES = 32 << 20
 #: Text files with at least this many words show a progress bar (when stderr is a terminal).
 PROGRESS_MIN_WORDS = 200_000
