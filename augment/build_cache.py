@@ -59,6 +59,7 @@ import sys
 import time
 import unicodedata
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -77,15 +78,15 @@ INDEX_KINDS = ("auto", "exact", "hnsw", "ivf")
 EXACT_CPU_MAX_WORDS = 100_000
 RECALL_TARGET = 0.95
 RECALL_SAMPLE = 1000
-NPROBE_STEPS = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+NPROBE_STEPS = (1, 2, 4, 8, 16, 32, 64, 128, 256)  # shown in the recall curve
 HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 40, 64
 KMEANS_ITERATIONS, KMEANS_POINTS_PER_CENTROID = 10, 64
-PREPROBE = 64
-MIN_LIST_ROWS = 256
+LISTS_PER_SQRT, MIN_LIST_ROWS = 2.0, 64
+UNCALIBRATED_NPROBE_SHARE = 0.1
 BUILDER_VERSION = 1  # bump when the algorithm changes what a cache contains
 
 _QUERY_BATCH = 16384
-_IVF_QUERY_CHUNK = 1 << 20
+_IVF_QUERY_CHUNK = 1 << 22
 _NUMERALS = set("零〇一二两三四五六七八九十百千万亿壹贰叁肆伍陆柒捌玖拾佰仟")
 _NUMBER_MARKS = set(".,:/%‰+-·．，：／％＋－")
 
@@ -298,14 +299,14 @@ def find_neighbours(vectors: np.ndarray, count: int, *, index: str = "auto", npr
         exact_sample = _exact_rows(vectors, sample, count) if len(sample) else None
         chosen, curve = nprobe, {}
         if chosen is None:
-            # Without a sample there is nothing to calibrate on: 48 reached 0.95 in our measurements.
-            chosen, curve = join.calibrate(sample, exact_sample, count) if len(sample) else (48, {})
+            # Without a sample there is nothing to calibrate on: fall back to a share of the lists.
+            chosen, curve = (join.calibrate(sample, exact_sample, count) if len(sample)
+                             else (math.ceil(UNCALIBRATED_NPROBE_SHARE * join.nlist), {}))
         chosen = min(chosen, join.nlist)
-        calibrated = time.perf_counter()
+        join.seconds["calibrate"] = time.perf_counter() - mark
         ids, scores = join.search(count, chosen)
-        seconds = {**join.seconds, "calibrate": calibrated - mark, "join": time.perf_counter() - calibrated}
         params.update(nlist=join.nlist, nprobe=chosen, recall_by_nprobe=curve, imbalance=round(join.imbalance, 3),
-                      seconds={name: round(value, 2) for name, value in seconds.items()})
+                      seconds={name: round(value, 2) for name, value in join.seconds.items()})
         recall = recall_at_k(ids[sample], exact_sample[0], sample) if len(sample) else None
     else:
         raise ValueError(f"unknown index {index!r}; expected one of {', '.join(INDEX_KINDS)}")
@@ -333,10 +334,17 @@ def _progress(total: int, desc: str, enabled: bool):
 
 
 def _exact_rows(vectors: np.ndarray, rows: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact neighbours of a few ``rows``: the vectors in blocks, one block per core, results merged."""
     import faiss
 
-    scores, ids = faiss.knn(vectors[rows], vectors, count, metric=faiss.METRIC_INNER_PRODUCT)
-    return ids, scores
+    queries = vectors[rows]
+    starts = range(0, len(vectors), 4 * _QUERY_BATCH)
+    heap = faiss.ResultHeap(len(rows), count, keep_max=True)
+    for start, (scores, ids) in zip(starts, _in_parallel(
+            lambda start: _knn(queries, vectors[start:start + 4 * _QUERY_BATCH], count), starts)):
+        heap.add_result(scores, np.where(ids >= 0, ids + start, -1))
+    heap.finalize()
+    return heap.I, heap.D
 
 
 def _exact_cpu(vectors: np.ndarray, count: int, progress: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -400,10 +408,11 @@ class InvertedFileJoin:
     """Approximate all-pairs k-NN of a vector set with itself, inverted-file style, in BLAS.
 
     k-means splits the rows into ``nlist`` lists (each row joins its nearest centroid); a query
-    row is compared with every row of its ``nprobe`` nearest lists. Queries are grouped by list,
-    so each (queries of list l) x (rows of list l) block is one matrix product, and a faiss
-    result heap keeps every query's best ``count``. Work is about ``nprobe / nlist`` of exact
-    search; the vectors are only read, never copied into an index.
+    row is compared with every row of its ``nprobe`` nearest lists. Queries are grouped by the
+    list they probe, and each (queries probing list l) x (rows of list l) block goes to
+    ``faiss.knn``: one BLAS product and faiss's multithreaded top-``count``, so only ``count``
+    candidates per (query, list) reach the per-query result heap. Work is about ``nprobe / nlist``
+    of exact search; the vectors are only read, never copied into an index.
     """
 
     def __init__(self, vectors: np.ndarray, *, nlist: int | None = None, seed: int = 0, progress: bool = True):
@@ -412,9 +421,9 @@ class InvertedFileJoin:
         started = time.perf_counter()
         self.vectors, self.progress = vectors, progress
         size, dim = vectors.shape
-        # 4 sqrt(V) lists (faiss's usual range is 4-16 sqrt(V)), but lists of at least 256 rows on
-        # average: products with thinner lists ran 3-10x below BLAS speed in our measurements.
-        self.nlist = int(nlist or max(1, min(round(4 * math.sqrt(size)), size // MIN_LIST_ROWS)))
+        # LISTS_PER_SQRT sqrt(V) lists of at least MIN_LIST_ROWS rows: fat lists keep the products
+        # near BLAS speed, and the list assignment (V x nlist) stays small next to the join.
+        self.nlist = int(nlist or max(1, min(round(LISTS_PER_SQRT * math.sqrt(size)), size // MIN_LIST_ROWS)))
         if self.nlist > 1:
             kmeans = faiss.Kmeans(dim, self.nlist, niter=KMEANS_ITERATIONS, spherical=True, seed=seed + 1,
                                   max_points_per_centroid=KMEANS_POINTS_PER_CENTROID, min_points_per_centroid=1,
@@ -423,78 +432,122 @@ class InvertedFileJoin:
             self.centroids = np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
         else:
             self.centroids = np.zeros((1, dim), dtype=np.float32)
-        trained = time.perf_counter()
-        # Every row's nearest lists, computed once: the first is its own list, the others serve any
-        # nprobe up to PREPROBE without a second pass over the centroids (1 GB at 8M words).
-        self.preprobe = min(PREPROBE, self.nlist)
-        self.probes = np.empty((size, self.preprobe), dtype=np.int16 if self.nlist < 2 ** 15 else np.int32)
-        with _progress(size, "ivf lists", progress) as bar:
-            for start in range(0, size, 4 * _QUERY_BATCH):
-                stop = min(start + 4 * _QUERY_BATCH, size)
-                self.probes[start:stop] = self._probe(vectors[start:stop], self.preprobe)
-                bar.update(stop - start)
-        assignment = self.probes[:, 0].astype(np.int64)
-        self.members = np.argsort(assignment, kind="stable")
-        self.bounds = np.searchsorted(assignment[self.members], np.arange(self.nlist + 1))
-        sizes = np.diff(self.bounds)
-        # faiss's imbalance factor: 1.0 for equal lists; the work grows with it.
-        self.imbalance = float(self.nlist * (sizes.astype(np.float64) ** 2).sum() / max(1, size) ** 2)
-        self.seconds = {"kmeans": trained - started, "lists": time.perf_counter() - trained}
+        self.imbalance = 1.0
+        self.seconds = {"kmeans": time.perf_counter() - started}
 
-    def _probe(self, queries: np.ndarray, nprobe: int) -> np.ndarray:
-        import faiss
+    def probe(self, queries: np.ndarray, nprobe: int, desc: str | None = None) -> np.ndarray:
+        """The ``nprobe`` nearest lists of each query row, nearest first (``int32 [n, nprobe]``)."""
+        found = np.empty((len(queries), nprobe), dtype=np.int32)
+        starts = range(0, len(queries), _QUERY_BATCH)
 
-        return faiss.knn(queries, self.centroids, nprobe, metric=faiss.METRIC_INNER_PRODUCT)[1]
+        def nearest(start: int) -> np.ndarray:
+            return _knn(queries[start:start + _QUERY_BATCH], self.centroids, nprobe)[1]
 
-    def search(self, count: int, nprobe: int, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Best ``count`` neighbours of ``rows`` (all rows when ``None``), visiting ``nprobe`` lists each."""
-        size = len(self.vectors) if rows is None else len(rows)
-        ids = np.empty((size, count), dtype=np.int64)
-        scores = np.empty((size, count), dtype=np.float32)
-        with _progress(size, f"neighbours (ivf, nprobe {nprobe})", self.progress and rows is None) as bar:
-            for start in range(0, size, _IVF_QUERY_CHUNK):
-                stop = min(start + _IVF_QUERY_CHUNK, size)
-                chunk = slice(start, stop) if rows is None else rows[start:stop]
-                scores[start:stop], ids[start:stop] = self._search_chunk(chunk, count, nprobe)
-                bar.update(stop - start)
-        return ids, scores
+        with _progress(len(queries), desc or "", self.progress and desc is not None) as bar:
+            for start, lists in zip(starts, _in_parallel(nearest, starts)):
+                found[start:start + len(lists)] = lists
+                bar.update(len(lists))
+        return found
 
-    def _search_chunk(self, chunk: slice | np.ndarray, count: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
-        import faiss
+    def recall_by_nprobe(self, sample: np.ndarray, exact_ids: np.ndarray, count: int) -> np.ndarray:
+        """Recall@``count - 1`` on ``sample`` for every nprobe: ``curve[p - 1]`` is nprobe ``p``'s.
 
-        queries = self.vectors[chunk]
-        if nprobe <= self.preprobe:
-            probes = self.probes[chunk, :nprobe].astype(np.int64).ravel()
-        else:
-            probes = self._probe(queries, nprobe).ravel()
-        owners = np.repeat(np.arange(len(queries), dtype=np.int64), nprobe)
-        order = np.argsort(probes, kind="stable")
-        probes, owners = probes[order], owners[order]
-        starts = np.searchsorted(probes, np.arange(self.nlist + 1))
-        heap = faiss.ResultHeap(len(queries), count, keep_max=True)
-        for lst in np.flatnonzero(np.diff(starts)):
-            members = self.members[self.bounds[lst]:self.bounds[lst + 1]]
-            if not len(members):
-                continue
-            asking = owners[starts[lst]:starts[lst + 1]]
-            block = queries[asking] @ self.vectors[members].T
-            heap.add_result_subset(asking, block, members)
-        heap.finalize()
-        return heap.D, heap.I
+        No search needed: within the lists it visits the join is exact, so a true neighbour is
+        found exactly when its list is among the row's ``nprobe`` nearest (ties aside).
+        """
+        truth = np.full((len(sample), count - 1), -1, dtype=np.int64)
+        for i, (row, ids) in enumerate(zip(sample, exact_ids)):
+            kept = [j for j in ids if j >= 0 and j != row][: count - 1]
+            truth[i, :len(kept)] = kept
+        valid = truth >= 0
+        lists_of_truth = np.zeros(truth.shape, dtype=np.int64)
+        lists_of_truth[valid] = self.probe(self.vectors[truth[valid]], 1)[:, 0]
+        order = self.probe(self.vectors[sample], self.nlist)
+        rank = np.empty_like(order)
+        rank[np.arange(len(sample))[:, None], order] = np.arange(self.nlist, dtype=order.dtype)
+        needed = np.take_along_axis(rank, lists_of_truth, axis=1)[valid]  # nprobe - 1 that finds each
+        found = np.bincount(needed, minlength=self.nlist).cumsum()
+        return found / max(1, valid.sum())
 
     def calibrate(self, sample: np.ndarray, exact: tuple[np.ndarray, np.ndarray], count: int,
                   target: float = RECALL_TARGET) -> tuple[int, dict[int, float]]:
-        """Smallest nprobe of :data:`NPROBE_STEPS` whose recall on ``sample`` reaches ``target``."""
-        curve: dict[int, float] = {}
-        steps = [step for step in NPROBE_STEPS if step < self.nlist] + [min(self.nlist, NPROBE_STEPS[-1])]
-        for step in dict.fromkeys(steps):
-            found, _ = self.search(count, step, rows=sample)
-            curve[step] = round(recall_at_k(found, exact[0], sample), 4)
-            if curve[step] >= target:
-                return step, curve
-        logger.warning("ivf recall@%d stays below %.2f (best %.3f at nprobe %d); consider --index exact",
-                       count - 1, target, curve[step], step)
-        return step, curve
+        """Smallest nprobe whose recall on ``sample`` reaches ``target``, and the curve on the way."""
+        curve = self.recall_by_nprobe(sample, exact[0], count)
+        reached = np.flatnonzero(curve >= target)
+        chosen = int(reached[0]) + 1 if len(reached) else self.nlist
+        shown = sorted({p for p in NPROBE_STEPS if p < chosen} | {chosen})
+        return chosen, {p: round(float(curve[p - 1]), 4) for p in shown}
+
+    def search(self, count: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+        """Best ``count`` neighbours of every row, visiting its ``nprobe`` nearest lists."""
+        nprobe = min(nprobe, self.nlist)
+        size = len(self.vectors)
+        started = time.perf_counter()
+        probes = self.probe(self.vectors, nprobe, desc="ivf lists")
+        assignment = probes[:, 0].astype(np.int64)
+        members = np.argsort(assignment, kind="stable")
+        bounds = np.searchsorted(assignment[members], np.arange(self.nlist + 1))
+        sizes = np.diff(bounds).astype(np.float64)
+        # faiss's imbalance factor: 1.0 for equal lists; the work grows with it.
+        self.imbalance = float(self.nlist * (sizes ** 2).sum() / max(1, size) ** 2)
+        self.seconds["lists"] = time.perf_counter() - started
+        started = time.perf_counter()
+        ids = np.empty((size, count), dtype=np.int64)
+        scores = np.empty((size, count), dtype=np.float32)
+        with _progress(size, f"neighbours (ivf, nprobe {nprobe})", self.progress) as bar:
+            for start in range(0, size, _IVF_QUERY_CHUNK):
+                stop = min(start + _IVF_QUERY_CHUNK, size)
+                scores[start:stop], ids[start:stop] = self._join_chunk(start, probes[start:stop], members,
+                                                                       bounds, count)
+                bar.update(stop - start)
+        self.seconds["join"] = time.perf_counter() - started
+        return ids, scores
+
+    def _join_chunk(self, start: int, probes: np.ndarray, members: np.ndarray, bounds: np.ndarray,
+                    count: int) -> tuple[np.ndarray, np.ndarray]:
+        import faiss
+
+        nprobe = probes.shape[1]
+        lists = probes.ravel().astype(np.int64)
+        order = np.argsort(lists, kind="stable")
+        askers = np.repeat(np.arange(len(probes), dtype=np.int64), nprobe)[order]
+        starts = np.searchsorted(lists[order], np.arange(self.nlist + 1))
+
+        def best_in_list(lst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            # (queries probing list lst) x (rows of lst): one product and faiss's top-k in one call,
+            # so the result heap sees `count` candidates per (query, list), not the whole block.
+            rows = members[bounds[lst]:bounds[lst + 1]]
+            asking = askers[starts[lst]:starts[lst + 1]]
+            scores, found = _knn(self.vectors[start + asking], self.vectors[rows], count)
+            return asking, scores, np.where(found >= 0, rows[np.maximum(found, 0)], -1)
+
+        heap = faiss.ResultHeap(len(probes), count, keep_max=True)
+        for asking, scores, found in _in_parallel(best_in_list, np.flatnonzero(np.diff(starts))):
+            heap.add_result_subset(asking, scores, found)
+        heap.finalize()
+        return heap.D, heap.I
+
+
+def _knn(queries: np.ndarray, base: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    import faiss
+
+    return faiss.knn(queries, base, count, metric=faiss.METRIC_INNER_PRODUCT)
+
+
+def _in_parallel(work, items):
+    """``map(work, items)`` in order, on one thread per faiss thread, each running faiss on one core.
+
+    Whole blocks per thread: faiss's own threads inside each list-sized call spent a third more
+    CPU time and ran slower than one core as soon as another process shared the machine.
+    """
+    import faiss
+
+    threads = max(1, faiss.omp_get_max_threads())
+    if threads == 1:
+        yield from map(work, items)
+        return
+    with ThreadPoolExecutor(threads, initializer=faiss.omp_set_num_threads, initargs=(1,)) as pool:
+        yield from pool.map(work, items)
 
 
 def select_neighbours(search: NeighbourSearch, k: int, threshold: float) -> tuple[np.ndarray, np.ndarray]:

@@ -288,16 +288,21 @@ def test_approximate_search_recall(index, monkeypatch):
         assert search.params["nlist"] > 100 and search.params["recall_by_nprobe"]
 
 
-@pytest.mark.parametrize("preprobe", [64, 3])  # lists looked up in the remembered probes, or recomputed
-def test_ivf_with_all_lists_is_exact(monkeypatch, preprobe):
-    monkeypatch.setattr(bc, "PREPROBE", preprobe)
+def test_ivf_with_all_lists_is_exact():
     words, vectors = planted_clusters(40, 10, 16, 0.5, seed=2)
     join = bc.InvertedFileJoin(vectors, nlist=12, progress=False)
     ids, scores = join.search(6, join.nlist)
     exact = bc.find_neighbours(vectors, 6, index="exact", progress=False)
     np.testing.assert_allclose(scores, exact.scores, atol=1e-5)
     few_ids, _ = join.search(6, 2)
-    assert bc.recall_at_k(few_ids, exact.ids, np.arange(len(vectors))) < 1.0  # fewer lists: approximate
+    everything = np.arange(len(vectors))
+    assert bc.recall_at_k(few_ids, exact.ids, everything) < 1.0  # fewer lists: approximate
+    # The calibration's recall curve is computed without searching; it must match real searches.
+    curve = join.recall_by_nprobe(everything, exact.ids, 6)
+    for nprobe in (1, 2, 5):
+        found, _ = join.search(6, nprobe)
+        assert curve[nprobe - 1] == pytest.approx(bc.recall_at_k(found, exact.ids, everything), abs=1e-9)
+    assert curve[-1] == pytest.approx(1.0)
 
 
 def test_auto_index_choice():
