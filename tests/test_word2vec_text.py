@@ -111,16 +111,22 @@ def test_matches_gensim_bit_for_bit(tmp_path, monkeypatch, block_bytes):
     lines[3] = "ints " + " ".join(str(i - 3) for i in range(dim))
     lines[5] = "exps " + " ".join(["1e-05", "-3E+02", "+0.5", ".5", "5.", "00012", "1e0"])
     path = write_lines(tmp_path / "v.txt", f"{count} {dim}", lines)
+
+    def no_fallback(*args):
+        raise AssertionError("a clean file fell back to the per-line parser")
+
+    monkeypatch.setattr(sources, "_text_record", no_fallback)  # so the equality above is pyarrow's
     words, vectors = assert_matches_gensim(path)
     assert len(words) == count and vectors.flags.c_contiguous and vectors.flags.owndata
 
 
 @pytest.mark.parametrize("ending, final_newline", [("\r\n", True), ("\r\n", False), (" \n", True), (" \t \n", True),
                                                    ("\n", False), ("  \r\n", True)])
-def test_line_ends_are_stripped_like_gensim(tmp_path, small_blocks, ending, final_newline):
+def test_line_ends_are_stripped_like_gensim(tmp_path, monkeypatch, small_blocks, ending, final_newline):
     rng = np.random.default_rng(2)
     lines = [f"w{row} " + " ".join(number_strings(rng, 3)) for row in range(40)]
     path = write_lines(tmp_path / "v.txt", "40 3", lines, ending, final_newline)
+    monkeypatch.setattr(sources, "_text_record", None)  # stripped line ends still go through pyarrow
     assert_matches_gensim(path)
 
 
