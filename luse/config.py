@@ -28,6 +28,10 @@ class ModelConfig:
     mlp: bool = False  # SimCSE's train-only MLP over the pooled vector
     max_length: int = 64
     attn_implementation: str = "sdpa"
+    # Exact savings (luse/fastpath.py): rows per length-sorted chunk (0: one padded block), and
+    # a BERT last layer that computes [CLS] alone under cls/pooler pooling.
+    chunk_rows: int = 64
+    cls_only: bool = True
 
 
 @dataclass
@@ -292,6 +296,8 @@ def validate(config: TrainConfig) -> None:
     for key, value in positive.items():
         if value < 1:
             raise InputError("config", f"{key} >= 1", value)
+    if config.model.chunk_rows < 0:
+        raise InputError("config", "model.chunk_rows >= 0 (0: no chunks)", config.model.chunk_rows)
     if config.max_steps < 0 or config.epochs < 1 and config.max_steps == 0:
         raise InputError("config", "max_steps > 0, or max_steps=0 with epochs >= 1",
                          f"max_steps={config.max_steps} epochs={config.epochs}")

@@ -12,6 +12,9 @@ Poolings
 ``cls``             the [CLS] hidden state: ``BertModel(...)[0][:, 0]``.
 ``mean``            masked mean of the last hidden states.
 ``first_last_avg``  masked mean of (first layer + last layer) / 2, as in SimCSE / BERT-flow.
+
+The forward skips work the vector never uses (:mod:`luse.fastpath`): long padded blocks run as
+length-sorted chunks, and with ``cls``/``pooler`` a BERT's last layer computes [CLS] alone.
 """
 
 from __future__ import annotations
@@ -22,10 +25,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from luse.fastpath import cls_only_last_layer, length_chunks, supports_cls_only
 from luse.resources import resolve_model
 
 POOLINGS = ("pooler", "cls", "mean", "first_last_avg")
 DEFAULT_POOLING = "pooler"
+CLS_POOLINGS = ("pooler", "cls")  # read the last layer's [CLS] position only
+DEFAULT_CHUNK_ROWS = 64
 
 
 def masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -55,10 +61,12 @@ class SentenceEncoder(nn.Module):
 
     ``forward`` takes tokenised input and returns sentence vectors; ``encode`` takes strings.
     The MLP (dense + tanh, as in SimCSE) is applied only in training mode and never exported.
+    ``chunk_rows`` (0: off) and ``cls_only`` switch the exact savings of :mod:`luse.fastpath`.
     """
 
     def __init__(self, backbone: nn.Module, tokenizer, pooling: str = DEFAULT_POOLING,
-                 mlp: bool = False, max_length: int = 64):
+                 mlp: bool = False, max_length: int = 64, chunk_rows: int = DEFAULT_CHUNK_ROWS,
+                 cls_only: bool = True):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; expected one of {', '.join(POOLINGS)}")
@@ -66,6 +74,8 @@ class SentenceEncoder(nn.Module):
         self.tokenizer = tokenizer
         self.pooling = pooling
         self.max_length = max_length
+        self.chunk_rows = chunk_rows
+        self.cls_only = cls_only and supports_cls_only(backbone)
         hidden = backbone.config.hidden_size
         self.mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh()) if mlp else None
         if pooling == "pooler" and getattr(backbone, "pooler", None) is None:
@@ -86,7 +96,8 @@ class SentenceEncoder(nn.Module):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, pooling: str = DEFAULT_POOLING, mlp: bool = False,
-                        max_length: int = 64, attn_implementation: str | None = "sdpa") -> SentenceEncoder:
+                        max_length: int = 64, attn_implementation: str | None = "sdpa",
+                        chunk_rows: int = DEFAULT_CHUNK_ROWS, cls_only: bool = True) -> SentenceEncoder:
         """Load a local directory or hub name (``m3e-small`` is the offline built-in)."""
         from transformers import AutoModel, AutoTokenizer
 
@@ -97,7 +108,8 @@ class SentenceEncoder(nn.Module):
             backbone = AutoModel.from_pretrained(path, **kwargs)
         except (ValueError, ImportError):  # architectures without SDPA support fall back to eager
             backbone = AutoModel.from_pretrained(path)
-        return cls(backbone, tokenizer, pooling=pooling, mlp=mlp, max_length=max_length)
+        return cls(backbone, tokenizer, pooling=pooling, mlp=mlp, max_length=max_length,
+                   chunk_rows=chunk_rows, cls_only=cls_only)
 
     @property
     def hidden_size(self) -> int:
@@ -115,14 +127,29 @@ class SentenceEncoder(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None, pooling: str | None = None) -> torch.Tensor:
         pooling = pooling or self.pooling
-        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None:
-            inputs["token_type_ids"] = token_type_ids
-        outputs = self.backbone(**inputs, output_hidden_states=pooling == "first_last_avg", return_dict=True)
-        vectors = pool(outputs, attention_mask, pooling)
+        chunks = length_chunks(attention_mask, self.chunk_rows)
+        if chunks is None:
+            vectors = self._pooled(input_ids, attention_mask, token_type_ids, pooling)
+        else:
+            parts, order = [], []
+            for rows, width in chunks:
+                parts.append(self._pooled(input_ids[rows, :width], attention_mask[rows, :width],
+                                          None if token_type_ids is None else token_type_ids[rows, :width], pooling))
+                order.append(rows)
+            # Back to the caller's row order: the loss pairs rows by position.
+            vectors = torch.cat(parts)[torch.argsort(torch.cat(order))]
         if self.mlp is not None and self.training:
             vectors = self.mlp(vectors)
         return vectors
+
+    def _pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None, pooling: str) -> torch.Tensor:
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            inputs["token_type_ids"] = token_type_ids
+        with cls_only_last_layer(self.backbone, self.cls_only and pooling in CLS_POOLINGS):
+            outputs = self.backbone(**inputs, output_hidden_states=pooling == "first_last_avg", return_dict=True)
+        return pool(outputs, attention_mask, pooling)
 
     @torch.no_grad()
     def encode(self, texts: Sequence[str], batch_size: int = 64, normalize: bool = False,
