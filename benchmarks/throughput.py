@@ -7,7 +7,8 @@ batch, and the median step time after a few warm-up steps is reported.
 
 Sides
 -----
-``luse``   the library's own path: :class:`luse.encoder.SentenceEncoder` (default pooling),
+``luse``   the library's own path: :class:`luse.encoder.SentenceEncoder` (default pooling, with the
+           exact savings of :mod:`luse.fastpath`: length-sorted chunks of 64 rows, [CLS]-only last layer),
            :meth:`luse.objectives.ViewsObjective.collate` (each distinct text tokenised once, the
            dropout copies repeat its rows), one forward over all views, ``objective.loss``
            (``simcse_unsup`` for 2 views, ``luse`` for more), AdamW from
@@ -51,7 +52,10 @@ in the forward pass and two (4 FLOPs) in the backward pass.  The second term is 
 scores ``QK^T`` and the weighted sum ``AV`` are ``2 * T^2 * H`` FLOPs each per layer and sequence
 forward, times 3 with the backward pass.  Left out: embedding lookups, LayerNorm, GELU, softmax
 (element-wise, O(T H)), the pooler and the loss (< 0.1%), and GradCache's second forward (a
-recomputation, not model work: with GradCache the hardware does about 8P per token).  MFU is
+recomputation, not model work: with GradCache the hardware does about 8P per token).  These are the
+FLOPs each side really executes: luse's blocks are its length chunks, and with the [CLS]-only last
+layer that layer costs ``6 (P/L) rows (T/6 + 5/6) + 12 H rows T`` (keys and values for every
+token, the rest and the attention for [CLS] alone), so its MFU is not inflated by skipped work.  MFU is
 model FLOPs per second over the peak this script measures on the same device with the same
 threads: the best rate of fp32 ``torch.mm`` on 2048 x 2048 matrices seen in the run (measured
 before the run and again in every worker just before its steps, since the load drifts).
@@ -126,6 +130,8 @@ class RunSpec:
     attn: str = "sdpa"
     compile: bool = False
     adamw_kernel: str = "library"  # luse only: "library" (as build_optimizer builds it), "fused" or "default"
+    chunk_rows: int = 64  # luse only: luse.fastpath length chunks (0: one padded block)
+    cls_only: bool = True  # luse only: [CLS]-only last layer
     label: str = ""
 
     @property
@@ -171,10 +177,20 @@ class ModelShape:
                       if p.ndim == 2 and name.startswith("encoder."))
         return cls(weights, backbone.config.num_hidden_layers, backbone.config.hidden_size)
 
-    def step_flops(self, blocks: list[tuple[int, int]]) -> float:
-        """Model FLOPs of forward + backward over ``blocks`` of ``(rows, padded length)``."""
-        return float(sum(6 * self.layer_weights * rows * length + 12 * self.layers * self.hidden * rows * length**2
-                         for rows, length in blocks))
+    def step_flops(self, blocks: list[tuple[int, int]], cls_only: bool = False) -> float:
+        """Model FLOPs of forward + backward over ``blocks`` of ``(rows, padded length)``.
+
+        ``cls_only``: the last layer computes keys and values for every token and the rest for
+        [CLS] alone (luse.fastpath).
+        """
+        per_layer = self.layer_weights / self.layers
+        total = 0.0
+        for rows, length in blocks:
+            full_layers = self.layers - 1 if cls_only else self.layers
+            total += 6 * per_layer * full_layers * rows * length + 12 * full_layers * self.hidden * rows * length**2
+            if cls_only:
+                total += 6 * per_layer * rows * (length / 6 + 5 / 6) + 12 * self.hidden * rows * length
+        return float(total)
 
 
 # --- the worker: one side in its own process ---------------------------------------------------
@@ -207,14 +223,16 @@ class LuseSide:
         import torch
 
         from luse.config import LossConfig, ViewsConfig
-        from luse.encoder import SentenceEncoder
+        from luse.encoder import CLS_POOLINGS, SentenceEncoder
         from luse.objectives import ViewsObjective
         from luse.resources import m3e_small
         from luse.trainer import build_optimizer
 
         self.spec, self.torch = spec, torch
         self.encoder = SentenceEncoder.from_pretrained(str(m3e_small()), max_length=spec.max_length,
-                                                       attn_implementation=spec.attn).to(spec.device)
+                                                       attn_implementation=spec.attn, chunk_rows=spec.chunk_rows,
+                                                       cls_only=spec.cls_only).to(spec.device)
+        self.cls_only = self.encoder.cls_only and self.encoder.pooling in CLS_POOLINGS
         self.encoder.train()  # from_pretrained leaves eval mode; the dropout views need train mode
         if spec.compile:
             self.encoder.backbone.compile(dynamic=True)  # in place: parameter names stay as they are
@@ -229,7 +247,8 @@ class LuseSide:
             groups = [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in self.optimizer.param_groups]
             self.optimizer = torch.optim.AdamW(groups, lr=LEARNING_RATE, fused=spec.adamw_kernel == "fused")
         self.rng = random.Random(0)
-        self.description = (f"SentenceEncoder(pooling={self.encoder.pooling!r}, attn={spec.attn}) + "
+        self.description = (f"SentenceEncoder(pooling={self.encoder.pooling!r}, attn={spec.attn}, "
+                            f"chunk_rows={spec.chunk_rows}, cls_only={self.cls_only}) + "
                             f"ViewsObjective({loss.name}) + {type(self.optimizer).__name__}"
                             f"({'fused' if self.optimizer.defaults.get('fused') else 'default kernel'})")
 
@@ -265,7 +284,20 @@ class LuseSide:
         synchronize(spec.device)
         phases["optimizer"] = time.perf_counter() - backward_done
         mask = inputs["attention_mask"]
-        return phases, [tuple(mask.shape)], int(mask.sum()), float(loss.detach())
+        blocks = self.blocks(mask)
+        return phases, blocks, int(mask.sum()), float(loss.detach())
+
+    def blocks(self, mask) -> list[tuple[int, int]]:
+        """The ``(rows, padded length)`` blocks the encoder really runs (its length chunks)."""
+        from luse.fastpath import length_chunks
+
+        chunk = self.spec.grad_cache_chunk or len(mask)
+        found = []
+        for start in range(0, len(mask), chunk):  # GradCache's chunks, each split by length again
+            part = mask[start:start + chunk]
+            chunks = length_chunks(part, self.spec.chunk_rows)
+            found += [tuple(part.shape)] if chunks is None else [(len(rows), width) for rows, width in chunks]
+        return found
 
 
 class PeerSide:
@@ -294,6 +326,7 @@ class PeerSide:
         if spec.compile:
             transformer.auto_model.compile(dynamic=True)
         self.shape = ModelShape.of(transformer.auto_model)
+        self.cls_only = False  # a plain forward
         scale = 1 / TEMPERATURE
         if spec.grad_cache_chunk:
             self.loss = CachedMultipleNegativesRankingLoss(self.model, scale=scale,
@@ -373,7 +406,7 @@ def run_worker(spec: RunSpec) -> dict:
         if index < spec.warmup:
             warmup_seconds.append(seconds)
         else:
-            log.add(seconds, phases, blocks, real_tokens, side.shape.step_flops(blocks), loss)
+            log.add(seconds, phases, blocks, real_tokens, side.shape.step_flops(blocks, side.cls_only), loss)
 
     peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else peak_rss_mib()
     return {
@@ -563,7 +596,10 @@ def explore_variants(base: RunSpec, cores: int) -> list[RunSpec]:
     variants = [replace(base, label="baseline (as in the main run)"),
                 replace(base, attn="eager", label="eager attention instead of SDPA"),
                 other_adamw_kernel(base),
-                replace(base, compile=True, label="torch.compile(backbone, dynamic=True)")]
+                replace(base, compile=True, label="torch.compile(backbone, dynamic=True)"),
+                replace(base, chunk_rows=0, label="no length chunks (one padded block)"),
+                replace(base, cls_only=False, label="full last layer (no [CLS]-only)"),
+                replace(base, chunk_rows=0, cls_only=False, label="neither: the plain forward of earlier releases")]
     threads = base.threads or cores
     if not base.device.startswith("cuda") and threads > 1:
         variants.append(replace(base, threads=threads // 2,
