@@ -363,8 +363,7 @@ def _arrow_block(block: bytes, out: np.ndarray, dim: int, unicode_errors: str) -
     try:
         table = csv.read_csv(
             pa.py_buffer(block),
-            # 4 MB chunks (pyarrow parses them in parallel): a quarter of the per-chunk Python copies of 1 MB.
-            read_options=csv.ReadOptions(autogenerate_column_names=True, block_size=4 << 20),
+            read_options=csv.ReadOptions(autogenerate_column_names=True),
             # One space separates fields; no quotes or escapes: a word is whatever precedes the first space.
             parse_options=csv.ParseOptions(delimiter=" ", quote_char=False, escape_char=False, double_quote=False,
                                            newlines_in_values=False, ignore_empty_lines=False),
