@@ -26,7 +26,7 @@ whose one-line message names the file and line (``vectors.txt:7: expected 201 fi
 
 Reading word2vec text fast
 --------------------------
-gensim parses a text file line by line in Python (``np.float32(x)`` per value): 23 s for the 55k x 200
+gensim parses a text file line by line in Python (``np.float32(x)`` per value): 18-25 s for the 55k x 200
 default vectors, about an hour for Tencent's 8M x 200 file. :func:`load_word2vec` instead cuts the text
 into ~32 MB blocks of whole lines and parses each block with pyarrow's CSV reader (C++, a dependency
 of ``datasets``), straight into one preallocated ``[min(count, limit), dim]`` float32 array. Values
@@ -35,7 +35,7 @@ are parsed as correctly rounded float64 and then cast to float32, which is exact
 A block pyarrow refuses, or that holds anything it might read differently (a ``\\r`` inside a line, a
 leading BOM), is parsed again line by line with gensim's own rules, which also names the bad line:
 a good file is read once, a bad one never twice. ``benchmarks/read_vectors.py`` measures both readers
-(2 shared cores, load 4-5: 55k text 23 s -> 1.6 s; 8M extrapolated 57 min -> 5.2 min; 14x less CPU).
+(2 shared cores, load 3-4: 55k text 25 s -> 1.9 s; 8M extrapolated 60 min -> 4.2 min; 13-14x less CPU).
 """
 
 from __future__ import annotations
