@@ -19,21 +19,30 @@ Pipeline
               (an ``IndexFlatIP`` there) when faiss-gpu sees one. Cost ``V^2 d``: under a minute
               for the 55k default on two CPU cores, hours for 1M words.
    ``ivf``    an inverted-file self-join (:class:`InvertedFileJoin`): spherical k-means with
-              ``nlist = min(4 sqrt(V), V / 256)`` centroids (10 iterations on at most 64 sampled
-              points per centroid) splits the vocabulary into lists; each word is compared with the words of
-              its ``nprobe`` nearest lists, list by list, as dense matrix products (BLAS), and the
-              vectors are only read, never copied into an index. ``nprobe`` is the smallest of
-              8, 16, 24, 32, 48, 64, 96, ..., 256 whose recall@k on a sample of 1000 words reaches
-              0.95 (``--nprobe`` fixes it). Work: about ``nprobe / nlist`` of exact search.
+              ``nlist = 2 sqrt(V)`` centroids (lists of at least 64 rows; 10 iterations on at most
+              64 sampled points per centroid) splits the vocabulary into lists, and each word is
+              compared with every word of its ``nprobe`` nearest lists. The words probing a list
+              go to ``faiss.knn`` against that list's rows in one call (a dense product and
+              faiss's top-k together), one call per core at a time, and a result heap keeps each
+              word's best ``k`` over its lists; the vectors are only read, never copied into an
+              index. ``nprobe`` is the smallest whose recall@k on a sample of 1000 words reaches
+              0.95 (``--nprobe`` fixes it). The recall of every nprobe is known without searching:
+              the join is exact within the lists it visits, so a true neighbour is found exactly
+              when its list ranks below nprobe among the word's nearest lists. The nearest lists
+              of all words are then computed once, for that nprobe only. Work: a share
+              ``imbalance x nprobe / nlist`` of all V^2 pairs.
    ``hnsw``   faiss ``IndexHNSWFlat`` (M=32, efConstruction=40, efSearch=64); holds a second copy
               of the vectors in the index.
    ``auto``   exact with a GPU or up to 100k words; ivf beyond.
 
    Approximate searches report recall@k against exact search on the sample. ivf is the default
    for large vocabularies because it turns the search into matrix products, which is what a CPU
-   does fastest, while HNSW's graph walk computes one distance at a time. On two shared cores:
-   200k words took 67 s with ivf (recall@10 0.958), 4.1 min with hnsw (0.986) and ~9 min exact;
-   1M words 5.6 min with ivf (0.975) against ~2.6 h exact. Details, and the extrapolation to 8M:
+   does fastest, while HNSW's graph walk computes one distance at a time. On two cores shared
+   with other jobs (load average 3-5): 1M synthetic words took 95 s with ivf (recall@10 0.951),
+   4M 7.6 min (0.954), against ~2.6 h exact for 1M; 200k words 4.1 min with hnsw. Growth
+   measured between 2M and 4M puts 8M (Tencent's size) at ~16 min; pricing its join at the
+   share of pairs real vectors need instead (5.3% at 55k, falling as V^-0.49 over real subsets)
+   gives ~56 min. Details:
    ``benchmarks/synonym_cache.py`` and ``benchmarks/results/synonym_cache.md``.
 4. **Merge**: ``cos >= threshold`` neighbours (the word itself dropped) and thesaurus synonyms,
    which score :data:`THESAURUS_SCORE` and come first, best vector similarity first;
@@ -82,8 +91,8 @@ NPROBE_STEPS = (1, 2, 4, 8, 16, 32, 64, 128, 256)  # shown in the recall curve
 HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 40, 64
 KMEANS_ITERATIONS, KMEANS_POINTS_PER_CENTROID = 10, 64
 LISTS_PER_SQRT, MIN_LIST_ROWS = 2.0, 64
-UNCALIBRATED_NPROBE_SHARE = 0.1
-BUILDER_VERSION = 1  # bump when the algorithm changes what a cache contains
+UNCALIBRATED_NPROBE_SHARE = 0.2  # real vectors needed 5-16% of the lists for recall 0.95 (55k-7k words)
+BUILDER_VERSION = 2  # bump when the algorithm changes what a cache contains
 
 _QUERY_BATCH = 16384
 _IVF_QUERY_CHUNK = 1 << 22
@@ -180,7 +189,7 @@ class BuildConfig:
                         "punctuation": self.punctuation, "latin_letters": self.latin_letters},
             "index": self.index,
             "exact_cpu_max_words": EXACT_CPU_MAX_WORDS,
-            "ivf": {"nlist": f"min(4*sqrt(V), V/{MIN_LIST_ROWS})", "nprobe": self.nprobe or "auto",
+            "ivf": {"nlist": f"min({LISTS_PER_SQRT:g}*sqrt(V), V/{MIN_LIST_ROWS})", "nprobe": self.nprobe or "auto",
                     "recall_target": RECALL_TARGET, "kmeans_iterations": KMEANS_ITERATIONS,
                     "recall_sample": self.recall_sample, "seed": self.seed},
             "hnsw": {"M": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION, "ef_search": HNSW_EF_SEARCH},
@@ -295,7 +304,7 @@ def find_neighbours(vectors: np.ndarray, count: int, *, index: str = "auto", npr
         params.update(M=HNSW_M, ef_construction=HNSW_EF_CONSTRUCTION, ef_search=HNSW_EF_SEARCH, seconds=seconds)
     elif kind == "ivf":
         join = InvertedFileJoin(vectors, seed=seed, progress=progress)
-        mark = time.perf_counter()
+        mark, cpu = time.perf_counter(), time.process_time()
         exact_sample = _exact_rows(vectors, sample, count) if len(sample) else None
         chosen, curve = nprobe, {}
         if chosen is None:
@@ -304,9 +313,12 @@ def find_neighbours(vectors: np.ndarray, count: int, *, index: str = "auto", npr
                              else (math.ceil(UNCALIBRATED_NPROBE_SHARE * join.nlist), {}))
         chosen = min(chosen, join.nlist)
         join.seconds["calibrate"] = time.perf_counter() - mark
+        join.cpu_seconds["calibrate"] = time.process_time() - cpu
         ids, scores = join.search(count, chosen)
         params.update(nlist=join.nlist, nprobe=chosen, recall_by_nprobe=curve, imbalance=round(join.imbalance, 3),
-                      seconds={name: round(value, 2) for name, value in join.seconds.items()})
+                      scanned=round(join.pairs / len(vectors) ** 2, 6),
+                      seconds={name: round(value, 2) for name, value in join.seconds.items()},
+                      cpu_seconds={name: round(value, 2) for name, value in join.cpu_seconds.items()})
         recall = recall_at_k(ids[sample], exact_sample[0], sample) if len(sample) else None
     else:
         raise ValueError(f"unknown index {index!r}; expected one of {', '.join(INDEX_KINDS)}")
@@ -409,16 +421,20 @@ class InvertedFileJoin:
 
     k-means splits the rows into ``nlist`` lists (each row joins its nearest centroid); a query
     row is compared with every row of its ``nprobe`` nearest lists. Queries are grouped by the
-    list they probe, and each (queries probing list l) x (rows of list l) block goes to
-    ``faiss.knn``: one BLAS product and faiss's multithreaded top-``count``, so only ``count``
-    candidates per (query, list) reach the per-query result heap. Work is about ``nprobe / nlist``
-    of exact search; the vectors are only read, never copied into an index.
+    list they probe, and each (queries probing list l) x (rows of list l) block goes to one
+    ``faiss.knn`` call (a BLAS product and faiss's top-``count``), calls running one per core, so
+    only ``count`` candidates per (query, list) reach the per-query result heap. Work is the share
+    ``imbalance x nprobe / nlist`` of exact search (``pairs`` counts it); the vectors are only
+    read, never copied into an index.
+
+    Use: ``join = InvertedFileJoin(vectors)``; ``nprobe, curve = join.calibrate(sample, exact, count)``
+    (or any nprobe); ``ids, scores = join.search(count, nprobe)``.
     """
 
     def __init__(self, vectors: np.ndarray, *, nlist: int | None = None, seed: int = 0, progress: bool = True):
         import faiss
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         self.vectors, self.progress = vectors, progress
         size, dim = vectors.shape
         # LISTS_PER_SQRT sqrt(V) lists of at least MIN_LIST_ROWS rows: fat lists keep the products
@@ -432,8 +448,10 @@ class InvertedFileJoin:
             self.centroids = np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
         else:
             self.centroids = np.zeros((1, dim), dtype=np.float32)
-        self.imbalance = 1.0
+        self.imbalance, self.pairs = 1.0, 0
+        # Wall and CPU seconds per phase (CPU time sums the threads).
         self.seconds = {"kmeans": time.perf_counter() - started}
+        self.cpu_seconds = {"kmeans": time.process_time() - cpu}
 
     def probe(self, queries: np.ndarray, nprobe: int, desc: str | None = None) -> np.ndarray:
         """The ``nprobe`` nearest lists of each query row, nearest first (``int32 [n, nprobe]``)."""
@@ -482,7 +500,8 @@ class InvertedFileJoin:
         """Best ``count`` neighbours of every row, visiting its ``nprobe`` nearest lists."""
         nprobe = min(nprobe, self.nlist)
         size = len(self.vectors)
-        started = time.perf_counter()
+        self.pairs = 0
+        started, cpu = time.perf_counter(), time.process_time()
         probes = self.probe(self.vectors, nprobe, desc="ivf lists")
         assignment = probes[:, 0].astype(np.int64)
         members = np.argsort(assignment, kind="stable")
@@ -491,20 +510,22 @@ class InvertedFileJoin:
         # faiss's imbalance factor: 1.0 for equal lists; the work grows with it.
         self.imbalance = float(self.nlist * (sizes ** 2).sum() / max(1, size) ** 2)
         self.seconds["lists"] = time.perf_counter() - started
-        started = time.perf_counter()
+        self.cpu_seconds["lists"] = time.process_time() - cpu
+        started, cpu = time.perf_counter(), time.process_time()
         ids = np.empty((size, count), dtype=np.int64)
         scores = np.empty((size, count), dtype=np.float32)
+        # The bar counts (word, list) visits, in words: a word is done after nprobe of them.
         with _progress(size, f"neighbours (ivf, nprobe {nprobe})", self.progress) as bar:
             for start in range(0, size, _IVF_QUERY_CHUNK):
                 stop = min(start + _IVF_QUERY_CHUNK, size)
                 scores[start:stop], ids[start:stop] = self._join_chunk(start, probes[start:stop], members,
-                                                                       bounds, count)
-                bar.update(stop - start)
+                                                                       bounds, count, bar)
         self.seconds["join"] = time.perf_counter() - started
+        self.cpu_seconds["join"] = time.process_time() - cpu
         return ids, scores
 
     def _join_chunk(self, start: int, probes: np.ndarray, members: np.ndarray, bounds: np.ndarray,
-                    count: int) -> tuple[np.ndarray, np.ndarray]:
+                    count: int, bar) -> tuple[np.ndarray, np.ndarray]:
         import faiss
 
         nprobe = probes.shape[1]
@@ -512,6 +533,7 @@ class InvertedFileJoin:
         order = np.argsort(lists, kind="stable")
         askers = np.repeat(np.arange(len(probes), dtype=np.int64), nprobe)[order]
         starts = np.searchsorted(lists[order], np.arange(self.nlist + 1))
+        self.pairs += int(np.diff(starts) @ np.diff(bounds))  # (query, row) similarities computed
 
         def best_in_list(lst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             # (queries probing list lst) x (rows of lst): one product and faiss's top-k in one call,
@@ -524,6 +546,7 @@ class InvertedFileJoin:
         heap = faiss.ResultHeap(len(probes), count, keep_max=True)
         for asking, scores, found in _in_parallel(best_in_list, np.flatnonzero(np.diff(starts))):
             heap.add_result_subset(asking, scores, found)
+            bar.update(len(asking) / nprobe)
         heap.finalize()
         return heap.D, heap.I
 

