@@ -38,11 +38,12 @@ Pipeline
    Approximate searches report recall@k against exact search on the sample. ivf is the default
    for large vocabularies because it turns the search into matrix products, which is what a CPU
    does fastest, while HNSW's graph walk computes one distance at a time. On two cores shared
-   with other jobs (load average 3-5): 1M synthetic words took 95 s with ivf (recall@10 0.951),
-   4M 7.6 min (0.954), against ~2.6 h exact for 1M; 200k words 4.1 min with hnsw. Growth
-   measured between 2M and 4M puts 8M (Tencent's size) at ~16 min; pricing its join at the
-   share of pairs real vectors need instead (5.3% at 55k, falling as V^-0.49 over real subsets)
-   gives ~56 min. Details:
+   with other jobs (load average ~4, about one core left to the build), synthetic vocabularies
+   (real vectors plus noise) reached recall@10 0.95 in 95 s at 1M words, 7.6 min at 4M and
+   15.6 min at 8M, Tencent's size (the growth measured between 2M and 4M had predicted 16.3);
+   exact search takes ~2.6 h at 1M, hnsw 4.1 min at 200k. Those words get easier as they grow;
+   priced at the share of pairs real vectors need (5.3% at 55k, falling as V^-0.49 over real
+   subsets), the 8M join would bring the build to ~52 min. Details:
    ``benchmarks/synonym_cache.py`` and ``benchmarks/results/synonym_cache.md``.
 4. **Merge**: ``cos >= threshold`` neighbours (the word itself dropped) and thesaurus synonyms,
    which score :data:`THESAURUS_SCORE` and come first, best vector similarity first;
