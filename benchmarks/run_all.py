@@ -38,6 +38,7 @@ QUICK_FLAGS = ("--quick", "--smoke", "--small")
 #: The smallest useful sizes of benchmarks that have no quick flag: ``(flag, value)`` pairs.
 SMALL_ARGS: dict[str, tuple[tuple[str, str], ...]] = {
     "synonym_cache": (("--sizes", "55k"),),
+    "read_vectors": (("--sizes", "55k"),),
 }
 
 #: Offline everywhere: the quick runs must work on a machine without the hub.
