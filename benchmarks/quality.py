@@ -11,6 +11,8 @@ Rows (``--rows``):
 
 ``base``          the base model, untrained.
 ``simcse_unsup``  luse ``recipes/simcse_unsup.py``: 2 dropout views, SimCSE loss.
+``simcse_unsup_mlp`` the same with SimCSE's train-only MLP over [CLS] (``model.mlp=true``, its reference
+                 code's ``--mlp_only_train``), dropped at export.
 ``luse_dropout``  luse ``recipes/pretrain_luse.py``: 2 dropout views (``views.dropout=1``), LUSE loss.
 ``luse_eda``      luse ``recipes/pretrain_luse.py`` with ``views.eda=4 views.dropout=4`` (9 encodings per
                   sentence). Same compute as the 2-view rows: the batch is ``round(2 B / 9)`` sentences
@@ -56,11 +58,12 @@ from pathlib import Path
 import common
 from common import RESULTS_DIR, ROOT
 
-ROWS = ("base", "simcse_unsup", "simcse_unsup_queue", "luse_dropout", "luse_dropout_queue", "luse_eda",
+ROWS = ("base", "simcse_unsup", "simcse_unsup_mlp", "simcse_unsup_queue", "luse_dropout", "luse_dropout_queue", "luse_eda",
         "luse_eda_cilin", "st_simcse")
 TITLES = {
     "base": "base model, untrained",
     "simcse_unsup": "luse SimCSE-unsup (2 dropout views)",
+    "simcse_unsup_mlp": "luse SimCSE-unsup + train-only MLP (SimCSE's mlp_only_train)",
     "simcse_unsup_queue": "luse SimCSE-unsup + momentum queue (256 keys, momentum 0.995)",
     "luse_dropout": "luse LUSE, dropout views only (2 views)",
     "luse_dropout_queue": "luse LUSE, dropout views + momentum queue (256 keys, momentum 0.995)",
@@ -72,6 +75,9 @@ QUEUE = ["loss.queue_size=256", "loss.momentum=0.995"]  # MoCo-style negatives: 
 #: The luse rows: recipe script and the overrides that make the row.
 LUSE_ROWS = {
     "simcse_unsup": ("simcse_unsup", ["loss.name=simcse_unsup", "views.dropout=1", "views.eda=0"]),
+    # The SimCSE reference's unsupervised setting: an MLP over [CLS] in training only, dropped at export.
+    "simcse_unsup_mlp": ("simcse_unsup", ["loss.name=simcse_unsup", "views.dropout=1", "views.eda=0",
+                                          "model.mlp=true"]),
     "simcse_unsup_queue": ("simcse_unsup", ["loss.name=simcse_unsup", "views.dropout=1", "views.eda=0",
                                             *QUEUE]),
     "luse_dropout": ("pretrain_luse", ["loss.name=luse", "views.dropout=1", "views.eda=0"]),
