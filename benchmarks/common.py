@@ -206,6 +206,17 @@ def save_results(name: str, markdown: str, data: Mapping, results_dir: Path = RE
     return md_path, json_path
 
 
+def write_word2vec_files(words: Sequence[str], vectors, text: Path, binary: Path) -> None:
+    """``words``/``vectors`` as a word2vec text file (six decimals) and a binary one (little-endian float32)."""
+    with open(text, "w", encoding="utf-8") as stream, open(binary, "wb") as raw:
+        header = f"{len(words)} {vectors.shape[1]}\n"
+        stream.write(header)
+        raw.write(header.encode())
+        for word, row in zip(words, vectors):
+            stream.write(word + " " + " ".join(f"{value:.6f}" for value in row.tolist()) + "\n")
+            raw.write(word.encode("utf-8") + b" " + row.astype("<f4").tobytes() + b"\n")
+
+
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]], align: str | None = None) -> str:
     """A GitHub markdown table; ``align`` is one letter per column (``l`` or ``r``, default all left)."""
     align = align or "l" * len(header)

@@ -52,6 +52,7 @@ from common import (
     peak_rss_mib,
     save_results,
     versions,
+    write_word2vec_files,
 )
 
 TENCENT_WORDS = 8_824_330  # Tencent AILab Chinese embeddings v0.2.0, 200-d
@@ -105,13 +106,7 @@ def write_real_files(folder: Path) -> dict[str, Path]:
 
     real = sources.load_default_vectors()
     text, binary, packed = folder / "real-55k.txt", folder / "real-55k.bin", folder / "real-55k.txt.gz"
-    with open(text, "w", encoding="utf-8") as stream, open(binary, "wb") as raw:
-        header = f"{len(real)} {real.dim}\n"
-        stream.write(header)
-        raw.write(header.encode())
-        for word, row in zip(real.words, real.vectors):
-            stream.write(word + " " + " ".join(f"{value:.6f}" for value in row.tolist()) + "\n")
-            raw.write(word.encode("utf-8") + b" " + row.astype("<f4").tobytes() + b"\n")
+    write_word2vec_files(real.words, real.vectors, text, binary)
     with open(text, "rb") as source, gzip.open(packed, "wb", compresslevel=6) as target:
         shutil.copyfileobj(source, target, 1 << 22)
     return {"text": text, "text.gz": packed, "binary": binary}

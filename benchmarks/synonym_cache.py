@@ -64,6 +64,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from common import write_word2vec_files  # noqa: E402
+
 from augment import build_cache as bc  # noqa: E402
 from augment import sources  # noqa: E402
 from augment.synonym_cache import SynonymCache, write_cache  # noqa: E402
@@ -186,13 +188,7 @@ def bench_reading(real: sources.WordVectors) -> dict:
     out["package_s"] = round(time.perf_counter() - started, 2)
     with tempfile.TemporaryDirectory() as folder:
         text, binary = Path(folder) / "vectors.txt", Path(folder) / "vectors.bin"
-        with open(text, "w", encoding="utf-8") as stream, open(binary, "wb") as raw:
-            header = f"{len(real)} {real.dim}\n"
-            stream.write(header)
-            raw.write(header.encode())
-            for word, row in zip(real.words, real.vectors):
-                stream.write(word + " " + " ".join(f"{value:.6f}" for value in row.tolist()) + "\n")
-                raw.write(word.encode("utf-8") + b" " + row.astype("<f4").tobytes() + b"\n")
+        write_word2vec_files(real.words, real.vectors, text, binary)
         for label, path in (("text_s", text), ("binary_s", binary)):
             started = time.perf_counter()
             sources.load_word2vec(path)
