@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from test_seq2seq import PAIRS
+from test_seq2seq import PAIRS, plain_generator_outputs
 
 from luse.errors import InputError
 from luse.losses import LOSSES, SimilarityDistillLoss, similarity_distill_loss
@@ -380,7 +380,7 @@ def test_distill_recipe_generator_student_in_process(tmp_path, monkeypatch, seq2
     import sys
 
     from conftest import REPO
-    from transformers import AutoTokenizer, BertForMaskedLM, BertModel
+    from transformers import BertForMaskedLM, BertModel
 
     from luse.seq2seq import load_seq2seq
 
@@ -401,11 +401,7 @@ def test_distill_recipe_generator_student_in_process(tmp_path, monkeypatch, seq2
     assert not trained.new_lm_head and trained.backbone.config.num_hidden_layers == 1
     teacher_head = load_seq2seq(seq2seq_teacher).lm_head.predictions.transform.dense.weight
     assert not torch.equal(trained.lm_head.predictions.transform.dense.weight, teacher_head)  # trained
-    tokenizer = AutoTokenizer.from_pretrained(final)
-    batch = tokenizer(["今天天气很好"], return_tensors="pt")
-    with torch.no_grad():
-        logits = BertForMaskedLM.from_pretrained(final).eval()(**batch).logits
-        vector = BertModel.from_pretrained(final).eval()(**batch)[0][:, 0]
+    tokenizer, batch, logits, vector = plain_generator_outputs(final, BertForMaskedLM, BertModel)
     assert logits.shape[-1] == tokenizer.vocab_size and torch.isfinite(logits).all()
     torch.testing.assert_close(vector, trained.eval()(**batch), atol=1e-5, rtol=1e-5)
     assert (out / "best" / "luse.json").is_file() and (out / "checkpoints" / "step-00000002").is_dir()

@@ -31,6 +31,18 @@ PAIRS = [("广州和深圳哪个好？", "深圳和广州哪个好？"), ("科�
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
+def plain_generator_outputs(final, mlm_class, base_class, text: str = "今天天气很好"):
+    """An exported generator read with plain transformers: (tokenizer, batch, MLM logits, [CLS] vector)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(final)
+    batch = tokenizer([text], return_tensors="pt")
+    with torch.no_grad():
+        logits = mlm_class.from_pretrained(final).eval()(**batch).logits
+        vector = base_class.from_pretrained(final).eval()(**batch)[0][:, 0]
+    return tokenizer, batch, logits, vector
+
+
 @pytest.fixture(scope="module", params=["bert", "roformer"])
 def model(request, tiny_bert, tiny_roformer):
     path = tiny_bert if request.param == "bert" else tiny_roformer
@@ -241,7 +253,7 @@ def test_objective_rejects_bad_rate():
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["bert", "roformer"])
 def test_recipe_launch(kind, tmp_path, tiny_bert, tiny_roformer):
-    from transformers import AutoTokenizer, BertForMaskedLM, BertModel, RoFormerForMaskedLM, RoFormerModel
+    from transformers import BertForMaskedLM, BertModel, RoFormerForMaskedLM, RoFormerModel
 
     path = tiny_bert if kind == "bert" else tiny_roformer
     data = tmp_path / "pairs.jsonl"
@@ -257,11 +269,7 @@ def test_recipe_launch(kind, tmp_path, tiny_bert, tiny_roformer):
     assert "has no LM head: started a new one" in result.stderr
     final = out / "final"
     mlm_class, base_class = (BertForMaskedLM, BertModel) if kind == "bert" else (RoFormerForMaskedLM, RoFormerModel)
-    tokenizer = AutoTokenizer.from_pretrained(final)
-    batch = tokenizer(["今天天气很好"], return_tensors="pt")
-    with torch.no_grad():
-        logits = mlm_class.from_pretrained(final).eval()(**batch).logits
-        vector = base_class.from_pretrained(final).eval()(**batch)[0][:, 0]
+    tokenizer, _, logits, vector = plain_generator_outputs(final, mlm_class, base_class)
     assert logits.shape[-1] == tokenizer.vocab_size and torch.isfinite(logits).all()
     assert vector.shape == (1, 32) and torch.isfinite(vector).all()
     assert (out / "checkpoints" / "step-00000002").is_dir()
