@@ -206,6 +206,14 @@ def save_results(name: str, markdown: str, data: Mapping, results_dir: Path = RE
     return md_path, json_path
 
 
+def publish(name: str, markdown: str, data: Mapping, save: bool = True) -> None:
+    """Print a benchmark's markdown and, when ``save``, write ``NAME.md``/``.json`` and say where."""
+    print(markdown)
+    if save:
+        for path in save_results(name, markdown, data):
+            print(f"wrote {path}")
+
+
 def write_word2vec_files(words: Sequence[str], vectors, text: Path, binary: Path) -> None:
     """``words``/``vectors`` as a word2vec text file (six decimals) and a binary one (little-endian float32)."""
     with open(text, "w", encoding="utf-8") as stream, open(binary, "wb") as raw:

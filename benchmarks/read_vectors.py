@@ -50,7 +50,7 @@ from common import (
     machine_markdown,
     markdown_table,
     peak_rss_mib,
-    save_results,
+    publish,
     versions,
     write_word2vec_files,
 )
@@ -132,10 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.render:
         data = json.loads(args.render.read_text())
-        markdown = render(data, load_note(data["machine"]["load_average"], data["machine"]["cores"]))
-        print(markdown)
-        if not args.no_save:
-            save_results("read_vectors", markdown, data)
+        publish("read_vectors", render(data, load_note(data["machine"]["load_average"], data["machine"]["cores"])),
+                data, save=not args.no_save)
         return 0
     sizes = {size.strip().lower() for size in args.sizes.split(",")}
     machine = machine_info()
@@ -174,11 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutil.rmtree(folder, ignore_errors=True)
     data = {"machine": machine, "versions": versions(("luse", "numpy", "gensim", "pyarrow", "faiss-cpu")),
             "command": command_line(), "gensim_limit": args.gensim_limit, "rows": rows}
-    markdown = render(data, load_note(machine["load_average"], machine["cores"]))
-    print(markdown)
-    if not args.no_save:
-        for path in save_results("read_vectors", markdown, data):
-            print(f"wrote {path}")
+    publish("read_vectors", render(data, load_note(machine["load_average"], machine["cores"])), data,
+            save=not args.no_save)
     return 0
 
 

@@ -33,7 +33,7 @@ from common import (
     machine_info,
     machine_markdown,
     markdown_table,
-    save_results,
+    publish,
     versions,
 )
 
@@ -168,10 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         machine_markdown(machine, data["versions"]),
         f"Command: `{data['command']}`",
     ]))
-    print(markdown)
-    if not args.no_save:
-        for path in save_results("retrieval", markdown, data):
-            print(f"wrote {path}")
+    publish("retrieval", markdown, data, save=not args.no_save)
     return 0
 
 

@@ -42,8 +42,8 @@ from common import (
     machine_info,
     machine_markdown,
     markdown_table,
+    publish,
     rss_mib,
-    save_results,
     versions,
 )
 
@@ -182,11 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutil.rmtree(folder, ignore_errors=True)
     data = {"machine": machine, "versions": versions(("luse", "numpy", "torch")), "command": command_line(),
             "rows": rows}
-    markdown = render(data, load_note(machine["load_average"], machine["cores"]))
-    print(markdown)
-    if not args.no_save:
-        for path in save_results("streaming", markdown, data):
-            print(f"wrote {path}")
+    publish("streaming", render(data, load_note(machine["load_average"], machine["cores"])), data,
+            save=not args.no_save)
     return 0
 
 
