@@ -290,6 +290,12 @@ def fit_ivf(runs: list[dict]) -> dict[str, dict]:
     return {"from": [small["size"], large["size"]], "phases": fitted}
 
 
+def scanned_growth(small: dict, large: dict) -> float:
+    """Log-log slope of the share of pairs the ivf join scanned, between two runs."""
+    return (math.log(large["params"]["scanned"] / small["params"]["scanned"])
+            / math.log(large["size"] / small["size"]))
+
+
 def _extrapolate_ivf(runs: list[dict]) -> list[dict]:
     fit = fit_ivf(runs)
     if not fit:
@@ -307,8 +313,7 @@ def _extrapolate_ivf(runs: list[dict]) -> list[dict]:
                   key=lambda r: r["size"])
     last = max((r for r in runs if r["kind"] == "synthetic"), key=lambda r: r["size"])
     if real and last["params"].get("scanned"):
-        slope = (math.log(real[-1]["params"]["scanned"] / real[-2]["params"]["scanned"])
-                 / math.log(real[-1]["size"] / real[-2]["size"]) if len(real) > 1 else 0.0)
+        slope = scanned_growth(real[-2], real[-1]) if len(real) > 1 else 0.0
         share = real[-1]["params"]["scanned"] * (TARGET_WORDS / real[-1]["size"]) ** min(0.0, slope)
         per_pair = {label: ivf_phases(last)["join"][i] / (last["params"]["scanned"] * last["size"] ** 2)
                     for i, label in enumerate(("wall", "cpu"))}
@@ -425,7 +430,7 @@ def _render_ivf_scaling(rows: list[dict]) -> list[str]:
         same = [r for r in runs if r["kind"] == kind]
         if len(same) > 1:
             a, b = same[-2], same[-1]
-            slope = math.log(b["params"]["scanned"] / a["params"]["scanned"]) / math.log(b["size"] / a["size"])
+            slope = scanned_growth(a, b)
             slopes.append(f"{kind} V^{slope:.2f} ({a['size']:,} to {b['size']:,})")
     if slopes:
         lines += ["", "Share of pairs scanned for recall 0.95, growth between the two largest sizes of each kind: "
