@@ -64,7 +64,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common import write_word2vec_files  # noqa: E402
+from common import save_results, write_word2vec_files  # noqa: E402
 
 from augment import build_cache as bc  # noqa: E402
 from augment import sources  # noqa: E402
@@ -506,10 +506,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _save(report: dict, out: Path) -> None:
+    """Print the report and write ``out`` and its ``.json`` beside it, atomically (``common.save_results``)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     text = render(report)
-    out.write_text(text, encoding="utf-8")
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+    save_results(out.stem, text, report, out.parent)
     print(text)
 
 
