@@ -18,6 +18,7 @@ Rows (``--rows``):
                   sentence). Same compute as the 2-view rows: the batch is ``round(2 B / 9)`` sentences
                   (14 for B=64: 126 encodings per step against 128), unless ``--eda-batch-size`` says otherwise.
 ``luse_eda_cilin`` the same with synonyms from the Cilin thesaurus only (no word-vector neighbours).
+``luse_dropout8`` the EDA rows' control: 8 dropout views, no EDA (9 encodings per sentence, the same batch).
 ``*_queue``       the row above it plus a momentum queue of 256 keys (``loss.queue_size=256 loss.momentum=0.995``).
 ``st_simcse``     the peer: sentence-transformers' unsupervised SimCSE: ``SentenceTransformer(Transformer(base),
                   Pooling(P))`` + ``MultipleNegativesRankingLoss(scale=20)`` on ``(s, s)`` pairs, trained by
@@ -58,8 +59,8 @@ from pathlib import Path
 import common
 from common import RESULTS_DIR, ROOT
 
-ROWS = ("base", "simcse_unsup", "simcse_unsup_mlp", "simcse_unsup_queue", "luse_dropout", "luse_dropout_queue", "luse_eda",
-        "luse_eda_cilin", "st_simcse")
+ROWS = ("base", "simcse_unsup", "simcse_unsup_mlp", "simcse_unsup_queue", "luse_dropout", "luse_dropout_queue", "luse_dropout8",
+        "luse_eda", "luse_eda_cilin", "st_simcse")
 TITLES = {
     "base": "base model, untrained",
     "simcse_unsup": "luse SimCSE-unsup (2 dropout views)",
@@ -67,6 +68,7 @@ TITLES = {
     "simcse_unsup_queue": "luse SimCSE-unsup + momentum queue (256 keys, momentum 0.995)",
     "luse_dropout": "luse LUSE, dropout views only (2 views)",
     "luse_dropout_queue": "luse LUSE, dropout views + momentum queue (256 keys, momentum 0.995)",
+    "luse_dropout8": "luse LUSE, 8 dropout views (9 views, no EDA)",
     "luse_eda": "luse LUSE, 4 EDA + 4 dropout views (9 views)",
     "luse_eda_cilin": "luse LUSE, 4 EDA + 4 dropout views, Cilin synonyms only (9 views)",
     "st_simcse": "sentence-transformers SimCSE-unsup (MNRL on (s, s))",
@@ -82,6 +84,8 @@ LUSE_ROWS = {
                                             *QUEUE]),
     "luse_dropout": ("pretrain_luse", ["loss.name=luse", "views.dropout=1", "views.eda=0"]),
     "luse_dropout_queue": ("pretrain_luse", ["loss.name=luse", "views.dropout=1", "views.eda=0", *QUEUE]),
+    # The control of the EDA rows: as many views, all from dropout.
+    "luse_dropout8": ("pretrain_luse", ["loss.name=luse", "views.dropout=8", "views.eda=0"]),
     "luse_eda": ("pretrain_luse", ["loss.name=luse", "views.dropout=4", "views.eda=4"]),
     # The same with true synonyms only (a cache of the Cilin thesaurus, no word-vector neighbours).
     "luse_eda_cilin": ("pretrain_luse", ["loss.name=luse", "views.dropout=4", "views.eda=4"]),
@@ -169,10 +173,15 @@ def warmup_steps(steps: int) -> int:
     return int(WARMUP_RATIO * steps)
 
 
+def nine_views(row: str) -> bool:
+    """Rows with 8 views per sentence: they take ``--eda-batch-size`` sentences per step."""
+    return row in LUSE_ROWS and "views.dropout=8" in LUSE_ROWS[row][1] or row.startswith("luse_eda")
+
+
 def train_luse(row: str, args: argparse.Namespace, corpus: Path, out: Path, log: Path) -> dict:
     """Run one luse recipe in a subprocess; returns the training command, time and exit status."""
     recipe, overrides = LUSE_ROWS[row]
-    batch = args.eda_batch_size if row.startswith("luse_eda") else args.batch_size
+    batch = args.eda_batch_size if nine_views(row) else args.batch_size
     if row == "luse_eda_cilin":
         from augment.build_cache import main as build_cache
 
@@ -201,7 +210,7 @@ def train_luse(row: str, args: argparse.Namespace, corpus: Path, out: Path, log:
     shown = ["python", f"recipes/{recipe}.py", *(o.replace(str(out), "OUT").replace(str(corpus), "CORPUS.txt")
                                                    for o in overrides)]
     return {"command": shlex.join(shown), "train_seconds": round(seconds, 1), "batch_size": batch,
-            "views": 9 if row.startswith("luse_eda") else 2, "returncode": done.returncode, "model_dir": out / "final"}
+            "views": 9 if nine_views(row) else 2, "returncode": done.returncode, "model_dir": out / "final"}
 
 
 def train_peer(args: argparse.Namespace, sentences: list[str], out: Path, log: Path):
@@ -341,7 +350,7 @@ def render(data: dict, note: str, plot_note: str) -> str:
         f"Every trained row: {data['steps']} optimizer steps, lr {data['lr']:g}, linear schedule with "
         f"{data['warmup_steps']} warm-up steps, temperature {TEMPERATURE} (scale {1 / TEMPERATURE:g}), clipping 1.0, "
         f"max length {data['max_length']} tokens, seed {data['seed']}; the 2-view rows take {data['batch_size']} "
-        f"sentences per step, `luse_eda` {data['eda_batch_size']} sentences x 9 views (about the same encodings "
+        f"sentences per step, the 9-view rows {data['eda_batch_size']} sentences x 9 views (about the same encodings "
         "per step). Scores: cosine Spearman x100 per STS file "
         f"({', '.join(f'{k}: {v} pairs' for k, v in data['sts_pairs'].items())}), raw and BERT-whitened (fitted on "
         f"the file's own sentences), evaluation max length {EVAL_MAX_LENGTH}.",

@@ -8,7 +8,8 @@ batch, and the median step time after a few warm-up steps is reported.
 Sides
 -----
 ``luse``   the library's own path: :class:`luse.encoder.SentenceEncoder` (default pooling, with the
-           exact savings of :mod:`luse.fastpath`: length-sorted chunks of 64 rows, [CLS]-only last layer),
+           exact savings of :mod:`luse.fastpath`: per-token layers on real tokens only, [CLS]-only last
+           layer, length-sorted chunks of 64 rows),
            :meth:`luse.objectives.ViewsObjective.collate` (each distinct text tokenised once, the
            dropout copies repeat its rows), one forward over all views, ``objective.loss``
            (``simcse_unsup`` for 2 views, ``luse`` for more), AdamW from
@@ -44,17 +45,18 @@ Model FLOPs and MFU
 -------------------
 For every block the encoder runs (``rows`` sequences padded to ``T`` tokens)::
 
-    6 * P * rows * T  +  12 * L * H * rows * T**2
+    6 * P * N  +  12 * L * H * rows * T**2
 
 ``P`` is the number of weights in the 2-D matrices of the transformer layers (Q, K, V, output,
 both FFN matrices: 12.6M for m3e-small).  Each weight costs one multiply-add (2 FLOPs) per token
 in the forward pass and two (4 FLOPs) in the backward pass.  The second term is attention: the
 scores ``QK^T`` and the weighted sum ``AV`` are ``2 * T^2 * H`` FLOPs each per layer and sequence
-forward, times 3 with the backward pass.  Left out: embedding lookups, LayerNorm, GELU, softmax
-(element-wise, O(T H)), the pooler and the loss (< 0.1%), and GradCache's second forward (a
+forward, times 3 with the backward pass.  ``N`` is the number of tokens the per-token layers run
+on: ``rows * T`` for a plain forward, the real (non-padding) tokens for luse's unpadded one.  Left
+out: embedding lookups, LayerNorm, GELU, softmax (element-wise, O(T H)), the pooler and the loss (< 0.1%), and GradCache's second forward (a
 recomputation, not model work: with GradCache the hardware does about 8P per token).  These are the
 FLOPs each side really executes: luse's blocks are its length chunks, and with the [CLS]-only last
-layer that layer costs ``6 (P/L) rows (T/6 + 5/6) + 12 H rows T`` (keys and values for every
+layer that layer costs ``6 (P/L) (N/6 + 5 rows/6) + 12 H rows T`` (keys and values for every
 token, the rest and the attention for [CLS] alone), so its MFU is not inflated by skipped work.  MFU is
 model FLOPs per second over the peak this script measures on the same device with the same
 threads: the best rate of fp32 ``torch.mm`` on 2048 x 2048 matrices seen in the run (measured
@@ -132,6 +134,7 @@ class RunSpec:
     adamw_kernel: str = "library"  # luse only: "library" (as build_optimizer builds it), "fused" or "default"
     chunk_rows: int = 64  # luse only: luse.fastpath length chunks (0: one padded block)
     cls_only: bool = True  # luse only: [CLS]-only last layer
+    unpad: bool = True  # luse only: per-token layers on real tokens only
     label: str = ""
     corpus: str | None = None  # None: People's Daily; else a text file (a sentence a line) or an STS .tsv
 
@@ -151,12 +154,12 @@ class StepLog:
     flops: list[float] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
 
-    def add(self, seconds: float, phases: dict[str, float], blocks: list[tuple[int, int]], real: int,
+    def add(self, seconds: float, phases: dict[str, float], blocks: list[tuple[int, int, int]], real: int,
             flops: float, loss: float) -> None:
         self.seconds.append(seconds)
         for name, value in phases.items():
             self.phases.setdefault(name, []).append(value)
-        self.padded_tokens.append(sum(rows * length for rows, length in blocks))
+        self.padded_tokens.append(sum(rows * length for rows, length, _ in blocks))
         self.real_tokens.append(real)
         self.flops.append(flops)
         self.losses.append(loss)
@@ -178,19 +181,21 @@ class ModelShape:
                       if p.ndim == 2 and name.startswith("encoder."))
         return cls(weights, backbone.config.num_hidden_layers, backbone.config.hidden_size)
 
-    def step_flops(self, blocks: list[tuple[int, int]], cls_only: bool = False) -> float:
-        """Model FLOPs of forward + backward over ``blocks`` of ``(rows, padded length)``.
+    def step_flops(self, blocks: list[tuple[int, int, int]], cls_only: bool = False) -> float:
+        """Model FLOPs of forward + backward over ``blocks`` of ``(rows, padded length, tokens)``.
+
+        ``tokens``: what the per-token layers run on, ``rows * length`` or, unpadded, the real ones.
 
         ``cls_only``: the last layer computes keys and values for every token and the rest for
         [CLS] alone (luse.fastpath).
         """
         per_layer = self.layer_weights / self.layers
         total = 0.0
-        for rows, length in blocks:
+        for rows, length, tokens in blocks:
             full_layers = self.layers - 1 if cls_only else self.layers
-            total += 6 * per_layer * full_layers * rows * length + 12 * full_layers * self.hidden * rows * length**2
+            total += 6 * per_layer * full_layers * tokens + 12 * full_layers * self.hidden * rows * length**2
             if cls_only:
-                total += 6 * per_layer * rows * (length / 6 + 5 / 6) + 12 * self.hidden * rows * length
+                total += 6 * per_layer * (tokens / 6 + rows * 5 / 6) + 12 * self.hidden * rows * length
         return float(total)
 
 
@@ -258,7 +263,7 @@ class LuseSide:
         self.spec, self.torch = spec, torch
         self.encoder = SentenceEncoder.from_pretrained(str(m3e_small()), max_length=spec.max_length,
                                                        attn_implementation=spec.attn, chunk_rows=spec.chunk_rows,
-                                                       cls_only=spec.cls_only).to(spec.device)
+                                                       cls_only=spec.cls_only, unpad=spec.unpad).to(spec.device)
         self.cls_only = self.encoder.cls_only and self.encoder.pooling in CLS_POOLINGS
         self.encoder.train()  # from_pretrained leaves eval mode; the dropout views need train mode
         if spec.compile:
@@ -275,7 +280,8 @@ class LuseSide:
             self.optimizer = torch.optim.AdamW(groups, lr=LEARNING_RATE, fused=spec.adamw_kernel == "fused")
         self.rng = random.Random(0)
         self.description = (f"SentenceEncoder(pooling={self.encoder.pooling!r}, attn={spec.attn}, "
-                            f"chunk_rows={spec.chunk_rows}, cls_only={self.cls_only}) + "
+                            f"chunk_rows={spec.chunk_rows}, cls_only={self.cls_only}, "
+                            f"unpad={self.encoder.unpad}) + "
                             f"ViewsObjective({loss.name}) + {type(self.optimizer).__name__}"
                             f"({'fused' if self.optimizer.defaults.get('fused') else 'default kernel'})")
 
@@ -314,16 +320,21 @@ class LuseSide:
         blocks = self.blocks(mask)
         return phases, blocks, int(mask.sum()), float(loss.detach())
 
-    def blocks(self, mask) -> list[tuple[int, int]]:
-        """The ``(rows, padded length)`` blocks the encoder really runs (its length chunks)."""
+    def blocks(self, mask) -> list[tuple[int, int, int]]:
+        """The ``(rows, padded length, tokens)`` blocks the encoder really runs (its length chunks;
+        ``tokens``: real ones when unpadded)."""
         from luse.fastpath import length_chunks
+
+        def block(part) -> tuple[int, int, int]:
+            rows, width = part.shape
+            return rows, width, int(part.sum()) if self.encoder.unpad else rows * width
 
         chunk = self.spec.grad_cache_chunk or len(mask)
         found = []
         for start in range(0, len(mask), chunk):  # GradCache's chunks, each split by length again
             part = mask[start:start + chunk]
             chunks = length_chunks(part, self.spec.chunk_rows)
-            found += [tuple(part.shape)] if chunks is None else [(len(rows), width) for rows, width in chunks]
+            found += [block(part)] if chunks is None else [block(part[rows, :width]) for rows, width in chunks]
         return found
 
 
@@ -392,7 +403,8 @@ class PeerSide:
         synchronize(spec.device)
         phases["optimizer"] = time.perf_counter() - backward_done
         masks = [f["attention_mask"] for f in features]
-        return phases, [tuple(m.shape) for m in masks], int(sum(m.sum() for m in masks)), float(loss.detach())
+        blocks = [(*m.shape, m.numel()) for m in masks]  # a plain forward: padding included
+        return phases, blocks, int(sum(m.sum() for m in masks)), float(loss.detach())
 
     def _to_device(self, features: dict) -> dict:
         return {k: v.to(self.spec.device) if isinstance(v, self.torch.Tensor) else v for k, v in features.items()}
@@ -565,7 +577,8 @@ def estimate_seconds(spec: RunSpec, tokens_per_sentence_view: float, shape: dict
     """Rough wall time of a worker run, from the FLOPs formula and the main run's achieved rate."""
     model = ModelShape(**shape)
     length = max(1, round(tokens_per_sentence_view))
-    per_step = model.step_flops([(spec.batch * spec.views, length)]) / (gflops * 1e9)
+    rows = spec.batch * spec.views
+    per_step = model.step_flops([(rows, length, rows * length)]) / (gflops * 1e9)
     if spec.grad_cache_chunk:
         per_step *= 4 / 3  # the second forward
     return PROCESS_START_S + (spec.warmup + spec.steps) * per_step
@@ -626,7 +639,9 @@ def explore_variants(base: RunSpec, cores: int) -> list[RunSpec]:
                 replace(base, compile=True, label="torch.compile(backbone, dynamic=True)"),
                 replace(base, chunk_rows=0, label="no length chunks (one padded block)"),
                 replace(base, cls_only=False, label="full last layer (no [CLS]-only)"),
-                replace(base, chunk_rows=0, cls_only=False, label="neither: the plain forward of earlier releases")]
+                replace(base, unpad=False, label="padded per-token layers (no unpadding)"),
+                replace(base, chunk_rows=0, cls_only=False, unpad=False,
+                        label="none of them: the plain forward of earlier releases")]
     threads = base.threads or cores
     if not base.device.startswith("cuda") and threads > 1:
         variants.append(replace(base, threads=threads // 2,

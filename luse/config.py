@@ -28,10 +28,12 @@ class ModelConfig:
     mlp: bool = False  # SimCSE's train-only MLP over the pooled vector
     max_length: int = 64
     attn_implementation: str = "sdpa"
-    # Exact savings (luse/fastpath.py): rows per length-sorted chunk (0: one padded block), and
-    # a BERT last layer that computes [CLS] alone under cls/pooler pooling.
+    # Exact savings (luse/fastpath.py): rows per length-sorted chunk (0: one padded block), a BERT
+    # last layer that computes [CLS] alone under cls/pooler pooling, and BERT's per-token layers on
+    # real tokens only (no padding).
     chunk_rows: int = 64
     cls_only: bool = True
+    unpad: bool = True
 
 
 @dataclass

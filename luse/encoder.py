@@ -13,8 +13,9 @@ Poolings
 ``mean``            masked mean of the last hidden states.
 ``first_last_avg``  masked mean of (first layer + last layer) / 2, as in SimCSE / BERT-flow.
 
-The forward skips work the vector never uses (:mod:`luse.fastpath`): long padded blocks run as
-length-sorted chunks, and with ``cls``/``pooler`` a BERT's last layer computes [CLS] alone.
+The forward skips work the vector never uses (:mod:`luse.fastpath`): a BERT's per-token layers run
+on real tokens only, with ``cls``/``pooler`` its last layer computes [CLS] alone, and long padded
+blocks run as length-sorted chunks.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from luse.fastpath import cls_only_last_layer, length_chunks, supports_cls_only
+from luse.fastpath import bert_forward, length_chunks, supports_fast_forward
 from luse.resources import resolve_model
 
 POOLINGS = ("pooler", "cls", "mean", "first_last_avg")
@@ -61,12 +62,12 @@ class SentenceEncoder(nn.Module):
 
     ``forward`` takes tokenised input and returns sentence vectors; ``encode`` takes strings.
     The MLP (dense + tanh, as in SimCSE) is applied only in training mode and never exported.
-    ``chunk_rows`` (0: off) and ``cls_only`` switch the exact savings of :mod:`luse.fastpath`.
+    ``unpad``, ``cls_only`` and ``chunk_rows`` (0: off) switch the exact savings of :mod:`luse.fastpath`.
     """
 
     def __init__(self, backbone: nn.Module, tokenizer, pooling: str = DEFAULT_POOLING,
                  mlp: bool = False, max_length: int = 64, chunk_rows: int = DEFAULT_CHUNK_ROWS,
-                 cls_only: bool = True):
+                 cls_only: bool = True, unpad: bool = True):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; expected one of {', '.join(POOLINGS)}")
@@ -75,7 +76,9 @@ class SentenceEncoder(nn.Module):
         self.pooling = pooling
         self.max_length = max_length
         self.chunk_rows = chunk_rows
-        self.cls_only = cls_only and supports_cls_only(backbone)
+        fast = supports_fast_forward(backbone)
+        self.cls_only = cls_only and fast
+        self.unpad = unpad and fast
         hidden = backbone.config.hidden_size
         self.mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh()) if mlp else None
         if pooling == "pooler" and getattr(backbone, "pooler", None) is None:
@@ -97,7 +100,8 @@ class SentenceEncoder(nn.Module):
     @classmethod
     def from_pretrained(cls, name_or_path: str, pooling: str = DEFAULT_POOLING, mlp: bool = False,
                         max_length: int = 64, attn_implementation: str | None = "sdpa",
-                        chunk_rows: int = DEFAULT_CHUNK_ROWS, cls_only: bool = True) -> SentenceEncoder:
+                        chunk_rows: int = DEFAULT_CHUNK_ROWS, cls_only: bool = True,
+                        unpad: bool = True) -> SentenceEncoder:
         """Load a local directory or hub name (``m3e-small`` is the offline built-in)."""
         from transformers import AutoModel, AutoTokenizer
 
@@ -109,7 +113,7 @@ class SentenceEncoder(nn.Module):
         except (ValueError, ImportError):  # architectures without SDPA support fall back to eager
             backbone = AutoModel.from_pretrained(path)
         return cls(backbone, tokenizer, pooling=pooling, mlp=mlp, max_length=max_length,
-                   chunk_rows=chunk_rows, cls_only=cls_only)
+                   chunk_rows=chunk_rows, cls_only=cls_only, unpad=unpad)
 
     @property
     def hidden_size(self) -> int:
@@ -144,10 +148,18 @@ class SentenceEncoder(nn.Module):
 
     def _pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None, pooling: str) -> torch.Tensor:
-        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None:
-            inputs["token_type_ids"] = token_type_ids
-        with cls_only_last_layer(self.backbone, self.cls_only and pooling in CLS_POOLINGS):
+        reads_cls = pooling in CLS_POOLINGS
+        cls_only = self.cls_only and reads_cls
+        # luse.fastpath reads [CLS] at column 0 as it computes it; with left padding that column is
+        # padding, whose state only the plain forward has.
+        fast = (self.unpad or cls_only) and not (reads_cls and not bool(attention_mask[:, 0].all()))
+        if fast:
+            outputs = bert_forward(self.backbone, input_ids, attention_mask, token_type_ids, unpad=self.unpad,
+                                   cls_only=cls_only, output_hidden_states=pooling == "first_last_avg")
+        else:
+            inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+            if token_type_ids is not None:
+                inputs["token_type_ids"] = token_type_ids
             outputs = self.backbone(**inputs, output_hidden_states=pooling == "first_last_avg", return_dict=True)
         return pool(outputs, attention_mask, pooling)
 

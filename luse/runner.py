@@ -180,7 +180,8 @@ def load_encoder_for(config: TrainConfig):
     return SentenceEncoder.from_pretrained(model.name_or_path, pooling=model.pooling, mlp=model.mlp,
                                            max_length=model.max_length,
                                            attn_implementation=model.attn_implementation,
-                                           chunk_rows=model.chunk_rows, cls_only=model.cls_only)
+                                           chunk_rows=model.chunk_rows, cls_only=model.cls_only,
+                                           unpad=model.unpad)
 
 
 def run_recipe(name: str, default_config: Path, argv: list[str] | None = None, *,

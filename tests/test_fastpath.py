@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from luse.encoder import SentenceEncoder
-from luse.fastpath import length_chunks, supports_cls_only
+from luse.fastpath import length_chunks, supports_fast_forward
 from tests.tiny_models import make_tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -16,11 +16,16 @@ TEXTS = ["短", "今天天气很好", "我们去公园散步吧，好吗", "a b 
          "中文", "人民日报社论", "一二三四五六七八九十一二三四五六七八九十", "好", "机器学习"]
 
 
-def encoders(path, pooling, attn="sdpa", chunk_rows=4):
+# (unpad, cls_only, chunk_rows): each saving alone, and all of them together.
+SAVINGS = [(True, True, 4), (True, False, 0), (False, True, 0), (False, False, 4)]
+
+
+def encoders(path, pooling, attn="sdpa", savings=SAVINGS[0]):
+    unpad, cls_only, chunk_rows = savings
     plain = SentenceEncoder.from_pretrained(str(path), pooling=pooling, attn_implementation=attn,
-                                            chunk_rows=0, cls_only=False)
+                                            chunk_rows=0, cls_only=False, unpad=False)
     fast = SentenceEncoder.from_pretrained(str(path), pooling=pooling, attn_implementation=attn,
-                                           chunk_rows=chunk_rows, cls_only=True)
+                                           chunk_rows=chunk_rows, cls_only=cls_only, unpad=unpad)
     return plain, fast
 
 
@@ -29,11 +34,12 @@ def no_dropout_bert(tmp_path_factory):
     return make_tiny_model(tmp_path_factory.mktemp("bert-no-dropout"), "bert", layers=3, dropout=0.0)
 
 
+@pytest.mark.parametrize("savings", SAVINGS)
 @pytest.mark.parametrize("pooling", ["cls", "pooler", "mean", "first_last_avg"])
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_vectors_equal_plain_forward(tiny_bert, pooling, attn):
-    plain, fast = encoders(tiny_bert, pooling, attn)
-    assert fast.cls_only
+def test_vectors_equal_plain_forward(tiny_bert, pooling, attn, savings):
+    plain, fast = encoders(tiny_bert, pooling, attn, savings)
+    assert (fast.unpad, fast.cls_only) == savings[:2]
     inputs = plain.tokenize(TEXTS)
     assert length_chunks(inputs["attention_mask"], 4) is not None  # the chunked path really runs
     plain.eval(), fast.eval()
@@ -41,9 +47,23 @@ def test_vectors_equal_plain_forward(tiny_bert, pooling, attn):
         torch.testing.assert_close(fast(**inputs), plain(**inputs), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("pooling", ["cls", "pooler"])
-def test_gradients_equal_plain_forward(no_dropout_bert, pooling):
-    plain, fast = encoders(no_dropout_bert, pooling)
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_left_padding(tiny_bert, pooling):
+    """[CLS] poolings read a padding column with left padding: the plain forward runs; mean needs no care."""
+    plain, fast = encoders(tiny_bert, pooling)
+    for encoder in (plain, fast):
+        encoder.tokenizer.padding_side = "left"
+    inputs = plain.tokenize(TEXTS)
+    assert not bool(inputs["attention_mask"][:, 0].all())
+    plain.eval(), fast.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fast(**inputs), plain(**inputs), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("savings", SAVINGS)
+@pytest.mark.parametrize("pooling", ["cls", "pooler", "mean"])
+def test_gradients_equal_plain_forward(no_dropout_bert, pooling, savings):
+    plain, fast = encoders(no_dropout_bert, pooling, savings=savings)
     grads = []
     for encoder in (plain, fast):
         encoder.double().train()  # float64: any difference left is a real one, not rounding
@@ -68,20 +88,17 @@ def test_dropout_still_makes_views_differ(tiny_bert):
         torch.testing.assert_close(fast(**inputs), fast(**inputs))
 
 
-def test_state_dict_and_layer_untouched(tiny_bert):
+def test_state_dict_untouched_and_errors_surface(tiny_bert):
     plain, fast = encoders(tiny_bert, "cls")
-    layer = fast.backbone.encoder.layer[-1]
     fast(**fast.tokenize(TEXTS))
-    assert "forward" not in vars(layer)  # the per-call override is removed again
     assert fast.state_dict().keys() == plain.state_dict().keys()
     with pytest.raises((IndexError, RuntimeError)):
         fast(input_ids=torch.full((2, 3), 10**6), attention_mask=torch.ones(2, 3, dtype=torch.long))
-    assert "forward" not in vars(layer)  # ... also when the forward fails
 
 
 def test_other_architectures_run_the_plain_forward(tiny_roformer):
     plain, fast = encoders(tiny_roformer, "cls")
-    assert not supports_cls_only(fast.backbone) and not fast.cls_only
+    assert not supports_fast_forward(fast.backbone) and not fast.cls_only and not fast.unpad
     plain.eval(), fast.eval()
     inputs = plain.tokenize(TEXTS)
     with torch.no_grad():
