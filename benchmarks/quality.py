@@ -19,6 +19,7 @@ Rows (``--rows``):
                   (14 for B=64: 126 encodings per step against 128), unless ``--eda-batch-size`` says otherwise.
 ``luse_eda_cilin`` the same with synonyms from the Cilin thesaurus only (no word-vector neighbours).
 ``luse_dropout8`` the EDA rows' control: 8 dropout views, no EDA (9 encodings per sentence, the same batch).
+``*_each``        the row without the suffix with ``loss.positives=each`` (a softmax per positive).
 ``*_queue``       the row above it plus a momentum queue of 256 keys (``loss.queue_size=256 loss.momentum=0.995``).
 ``st_simcse``     the peer: sentence-transformers' unsupervised SimCSE: ``SentenceTransformer(Transformer(base),
                   Pooling(P))`` + ``MultipleNegativesRankingLoss(scale=20)`` on ``(s, s)`` pairs, trained by
@@ -60,7 +61,7 @@ import common
 from common import RESULTS_DIR, ROOT
 
 ROWS = ("base", "simcse_unsup", "simcse_unsup_mlp", "simcse_unsup_queue", "luse_dropout", "luse_dropout_queue", "luse_dropout8",
-        "luse_eda", "luse_eda_cilin", "st_simcse")
+        "luse_dropout8_each", "luse_eda", "luse_eda_each", "luse_eda_cilin", "st_simcse")
 TITLES = {
     "base": "base model, untrained",
     "simcse_unsup": "luse SimCSE-unsup (2 dropout views)",
@@ -69,6 +70,8 @@ TITLES = {
     "luse_dropout": "luse LUSE, dropout views only (2 views)",
     "luse_dropout_queue": "luse LUSE, dropout views + momentum queue (256 keys, momentum 0.995)",
     "luse_dropout8": "luse LUSE, 8 dropout views (9 views, no EDA)",
+    "luse_dropout8_each": "luse LUSE, 8 dropout views, positives=each (9 views, no EDA)",
+    "luse_eda_each": "luse LUSE, 4 EDA + 4 dropout views, positives=each (9 views)",
     "luse_eda": "luse LUSE, 4 EDA + 4 dropout views (9 views)",
     "luse_eda_cilin": "luse LUSE, 4 EDA + 4 dropout views, Cilin synonyms only (9 views)",
     "st_simcse": "sentence-transformers SimCSE-unsup (MNRL on (s, s))",
@@ -87,6 +90,10 @@ LUSE_ROWS = {
     # The control of the EDA rows: as many views, all from dropout.
     "luse_dropout8": ("pretrain_luse", ["loss.name=luse", "views.dropout=8", "views.eda=0"]),
     "luse_eda": ("pretrain_luse", ["loss.name=luse", "views.dropout=4", "views.eda=4"]),
+    # The same two with a softmax per positive (loss.positives=each): positives do not compete.
+    "luse_dropout8_each": ("pretrain_luse", ["loss.name=luse", "views.dropout=8", "views.eda=0",
+                                             "loss.positives=each"]),
+    "luse_eda_each": ("pretrain_luse", ["loss.name=luse", "views.dropout=4", "views.eda=4", "loss.positives=each"]),
     # The same with true synonyms only (a cache of the Cilin thesaurus, no word-vector neighbours).
     "luse_eda_cilin": ("pretrain_luse", ["loss.name=luse", "views.dropout=4", "views.eda=4"]),
 }

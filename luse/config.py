@@ -74,6 +74,9 @@ class LossConfig:
     gather: bool = True  # negatives from every process (all-gather with gradient)
     queue_size: int = 0  # >0: a FIFO queue of this many momentum-encoder embeddings as extra negatives
     momentum: float = 0.995  # EMA factor of the momentum encoder that fills the queue (luse.momentum)
+    # luse: "share" (LUSE's target, positives split probability 1) or "each" (a softmax per positive
+    # over it and the negatives; see luse/losses/luse.py). The same for 2 views.
+    positives: str = "share"
 
 
 @dataclass
@@ -143,6 +146,7 @@ CHOICES = {
     "on_nan": ("stop", "skip"),
     "report_to": ("tensorboard", "none"),
     "views.language": ("zh", "ws"),
+    "loss.positives": ("share", "each"),
 }
 
 

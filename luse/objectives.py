@@ -73,7 +73,7 @@ class ViewsObjective:
             return simcse_unsup_loss(views, self.loss_config.temperature, gather=self.loss_config.gather,
                                      extra_negatives=extra_negatives)
         return luse_loss(views, self.loss_config.temperature, gather=self.loss_config.gather,
-                         extra_negatives=extra_negatives)
+                         extra_negatives=extra_negatives, positives=self.loss_config.positives)
 
     def positive_rows(self, batch: dict) -> torch.Tensor:
         """Rows a momentum encoder encodes (:mod:`luse.momentum`): each sentence's own text, view 0."""

@@ -58,6 +58,20 @@ def luse_reference(views, temperature, ops):
     return total / len(embeddings)
 
 
+def luse_each_reference(views, temperature, ops):
+    """positives="each": a softmax per (anchor, positive) over that positive and the other sentences' views."""
+    views = ops.data(views)
+    n_sentences, n_views = len(views), len(views[0])
+    embeddings = [views[s][v] for s in range(n_sentences) for v in range(n_views)]
+    total = 0.0
+    for i, anchor in enumerate(embeddings):
+        score = [ops.exp(ops.cos(anchor, e) / temperature) for e in embeddings]
+        negatives = sum((score[k] for k in range(len(embeddings)) if k // n_views != i // n_views), 0.0)
+        positives = [k for k in range(len(embeddings)) if k != i and k // n_views == i // n_views]
+        total = total - sum(ops.log(score[k] / (score[k] + negatives)) for k in positives) / (n_views - 1)
+    return total / len(embeddings)
+
+
 def simcse_sup_reference(anchor, positive, negative, temperature, hard_negative_weight, ops):
     anchor, positive = ops.data(anchor), ops.data(positive)
     negative = ops.data(negative) if negative is not None else []
@@ -120,6 +134,33 @@ def test_luse_gradient_matches_loop_reference(n_sentences, n_views, temperature)
     views = random_tensor(n_sentences, n_views, 5, seed=n_views)
     expected = reference_gradient(luse_reference, [views], temperature)
     assert_gradients_close(fast_gradient(luse_loss, [views], temperature=temperature), expected)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n_sentences=st.integers(1, 4), n_views=st.integers(2, 4), hidden=st.integers(2, 6),
+       temperature=st.sampled_from([0.05, 0.1, 0.5, 2.0]), seed=st.integers(0, 2**16), gather=st.booleans())
+def test_luse_each_matches_loop_reference(n_sentences, n_views, hidden, temperature, seed, gather):
+    views = random_tensor(n_sentences, n_views, hidden, seed=seed)
+    expected = luse_each_reference(views, temperature, PY)
+    got = luse_loss(views, temperature=temperature, gather=gather, positives="each").item()
+    assert abs(got - expected) < 1e-6
+
+
+@pytest.mark.parametrize(("n_sentences", "n_views", "temperature"), [(3, 2, 0.05), (3, 4, 0.05), (2, 3, 0.7), (1, 3, 0.1)])
+def test_luse_each_gradient_matches_loop_reference(n_sentences, n_views, temperature):
+    views = random_tensor(n_sentences, n_views, 5, seed=n_views)
+    expected = reference_gradient(luse_each_reference, [views], temperature)
+    got = fast_gradient(luse_loss, [views], temperature=temperature, positives="each")
+    assert all(bool(torch.isfinite(g).all()) for g in got)  # one sentence: no negatives at all, still finite
+    assert_gradients_close(got, expected)
+
+
+def test_luse_each_differs_only_with_more_than_two_views():
+    two, four = random_tensor(5, 2, 8, seed=1), random_tensor(5, 4, 8, seed=1)
+    torch.testing.assert_close(luse_loss(two, positives="each"), luse_loss(two), rtol=0, atol=1e-10)
+    assert abs(luse_loss(four, positives="each").item() - luse_loss(four).item()) > 1e-3
+    with pytest.raises(InputError, match="luse_loss: positives: expected share or each"):
+        luse_loss(four, positives="both")
 
 
 def test_luse_with_two_views_is_nt_xent():

@@ -20,6 +20,14 @@ AM-GM inequality, ``prod_j p_i(j) <= (sum_j p_i(j) / (V - 1)) ** (V - 1) <= (V -
 with equality exactly when the positives split the mass 1 evenly and the negatives get none.
 The smallest reachable loss is therefore ``log(V - 1)`` (0 only for ``V = 2``, where LUSE is the
 SimCLR / NT-Xent loss).
+
+``positives="each"`` is the variant where positives do not compete: every positive ``j`` of
+anchor ``i`` gets its own softmax over itself and the negatives (the other views of ``s(i)`` left
+out), ``l_i = -1/(V-1) sum_j log(exp(c_ij/t) / (exp(c_ij/t) + sum_{n: s(n) != s(i)} exp(c_in/t)))``,
+as in multi-crop contrastive learning.  The shared target above also asks the positives to be
+*equally* similar to the anchor, so with many near-identical views (dropout copies) most of its
+gradient goes into evening out their similarities; ``each`` only pulls every positive in and
+pushes the negatives away.  For ``V = 2`` both are the same loss.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from luse.distributed import gather_with_grad, global_mean_share
 from luse.errors import InputError
 
 DEFAULT_TEMPERATURE = 0.05
+POSITIVES = ("share", "each")
 
 
 def require_positive(where: str, value: float) -> None:
@@ -41,7 +50,7 @@ def require_positive(where: str, value: float) -> None:
 
 
 def luse_loss(views: torch.Tensor, temperature: float = DEFAULT_TEMPERATURE, gather: bool = True,
-              extra_negatives: torch.Tensor | None = None) -> torch.Tensor:
+              extra_negatives: torch.Tensor | None = None, positives: str = "share") -> torch.Tensor:
     """LUSE multi-positive listwise loss over ``V`` views of each sentence.
 
     Args:
@@ -53,6 +62,8 @@ def luse_loss(views: torch.Tensor, temperature: float = DEFAULT_TEMPERATURE, gat
         extra_negatives: optional ``[K, H]`` embeddings that are negatives for every anchor (a
             momentum queue, :mod:`luse.momentum`); added to every softmax denominator, never
             gathered (every process holds the same ones) and usually without gradient.
+        positives: ``"share"`` (LUSE's target: the positives split probability 1 evenly, one softmax
+            per anchor) or ``"each"`` (a softmax per positive, over it and the negatives alone).
 
     Returns:
         A scalar: the mean over this process's ``B * V`` anchors (with ``gather`` and unequal
@@ -61,7 +72,7 @@ def luse_loss(views: torch.Tensor, temperature: float = DEFAULT_TEMPERATURE, gat
 
     Raises:
         InputError: ``views`` is not ``[B, V, H]`` with ``B >= 1`` and ``V >= 2``, ``temperature <= 0``,
-            or ``extra_negatives`` is not ``[K, H]``.
+            ``extra_negatives`` is not ``[K, H]``, or ``positives`` is neither ``share`` nor ``each``.
 
     Example::
 
@@ -72,6 +83,8 @@ def luse_loss(views: torch.Tensor, temperature: float = DEFAULT_TEMPERATURE, gat
         raise InputError("luse_loss: views", "a tensor of shape [batch >= 1, views >= 2, hidden]",
                          got=tuple(views.shape))
     require_positive("luse_loss: temperature", temperature)
+    if positives not in POSITIVES:
+        raise InputError("luse_loss: positives", " or ".join(POSITIVES), got=positives)
     batch, n_views, hidden = views.shape
     local = F.normalize(views, dim=-1)
     candidates, offset = gather_with_grad(local) if gather else (local, 0)
@@ -91,9 +104,15 @@ def luse_loss(views: torch.Tensor, temperature: float = DEFAULT_TEMPERATURE, gat
     is_self = anchor_ids[:, None] == candidate_ids[None, :]
     same_sentence = (anchor_ids[:, None] // n_views) == (candidate_ids[None, :] // n_views)
 
-    log_probs = logits.masked_fill(is_self, float("-inf")).log_softmax(dim=1)
+    is_positive = same_sentence & ~is_self
+    if positives == "share":
+        log_probs = logits.masked_fill(is_self, float("-inf")).log_softmax(dim=1)
+    else:
+        # log(e^c / (e^c + N)) with N the negatives' mass, for every entry (only positives are kept).
+        negatives = logits.masked_fill(same_sentence, float("-inf")).logsumexp(dim=1, keepdim=True)
+        log_probs = logits - torch.logaddexp(logits, negatives)
     # masked_fill (not multiplication) so the -inf self entries never turn into NaN.
-    positive_log_probs = log_probs.masked_fill(~(same_sentence & ~is_self), 0.0)
+    positive_log_probs = log_probs.masked_fill(~is_positive, 0.0)
     per_anchor = -positive_log_probs.sum(dim=1) / (n_views - 1)
 
     if not gather:
@@ -115,14 +134,16 @@ class LuseLoss(nn.Module):
         gather: use the embeddings of every process as candidates.
     """
 
-    def __init__(self, temperature: float = DEFAULT_TEMPERATURE, gather: bool = True):
+    def __init__(self, temperature: float = DEFAULT_TEMPERATURE, gather: bool = True, positives: str = "share"):
         super().__init__()
         require_positive("LuseLoss: temperature", temperature)
         self.temperature = temperature
         self.gather = gather
+        self.positives = positives
 
     def forward(self, views: torch.Tensor, extra_negatives: torch.Tensor | None = None) -> torch.Tensor:
-        return luse_loss(views, temperature=self.temperature, gather=self.gather, extra_negatives=extra_negatives)
+        return luse_loss(views, temperature=self.temperature, gather=self.gather, extra_negatives=extra_negatives,
+                         positives=self.positives)
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, gather={self.gather}"
+        return f"temperature={self.temperature}, gather={self.gather}, positives={self.positives!r}"
