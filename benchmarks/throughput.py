@@ -32,9 +32,11 @@ one step of each in turn on the same batch, and the median of the per-round time
 
 Optional studies
 ----------------
-``--sweep``    luse alone at views 2, 5, 9 and batch 32 to 512, with and without GradCache, one
-               process per configuration (so each has its own peak memory), cheapest first,
-               skipping what the ``--budget`` cannot fit (estimated from the main run's speed).
+``--sweep``    a study of its own, written to ``results/throughput_sweep.{md,json,png}`` (the main
+               results are left alone): luse alone at views 2, 5, 9 and batch 32 to 512, with and
+               without GradCache, one process per configuration (so each has its own peak memory),
+               cheapest first, skipping what the ``--budget`` cannot fit (estimated from the speed of
+               one luse run at the main settings, made first).
 ``--explore``  luse speed-up candidates against the baseline: eager attention, the other AdamW kernel,
                ``torch.compile``, half the threads; plus the cost of tokenisation.  The variants
                share one process and every round times one step of each on the same batch, back to
@@ -66,12 +68,12 @@ Run::
 
     python benchmarks/throughput.py --quick        # a smoke run: batch 16, 3 steps
     python benchmarks/throughput.py                # batch 64 x 2 views, max length 32, 5 steps
-    python benchmarks/throughput.py --sweep        # + step time and memory vs views and batch (luse)
+    python benchmarks/throughput.py --sweep        # only: step time and memory vs views and batch (luse)
     python benchmarks/throughput.py --explore      # + luse variants: eager attention, AdamW kernel,
                                                    #   torch.compile, fewer threads, tokenisation
     python benchmarks/throughput.py --device cuda --batch 512 --steps 20
 
-Writes ``benchmarks/results/throughput.md`` and ``.json``.
+Writes ``benchmarks/results/throughput.md`` and ``.json`` (``throughput_sweep.*`` for ``--sweep``).
 """
 
 from __future__ import annotations
@@ -830,6 +832,33 @@ def sweep_markdown(sweep: dict) -> str:
     return "\n".join(lines)
 
 
+def report_header(title: str, result: dict) -> list[str]:
+    """A results file's first lines: the title, the command, the machine and versions, a load warning."""
+    lines = [f"# {title}", "", f"Command: `{result['command']}`", "",
+             machine_markdown(result["machine"], result["versions"]), ""]
+    if result["load_note"]:
+        lines += [f"**{result['load_note']}**", ""]
+    return lines
+
+
+def sweep_report(result: dict) -> str:
+    """The whole ``throughput_sweep.md``: where and how it ran, then the table."""
+    settings, luse = result["settings"], result["luse"]
+    lines = report_header("Training cost against views and batch: luse", result)
+    lines += [
+        f"Setup: m3e-small, fp32 on {settings['device']}, {luse['threads']} torch thread(s); "
+        f"{corpus_words(settings.get('corpus'))}, max length {settings['max_length']}, dynamic padding; "
+        f"{luse['description']} (SimCSE-unsup's loss at 2 views, LUSE's at 5 and 9). GradCache rows: "
+        f"{result['sweep']['chunk']} per chunk. The budget is planned from one run at {settings['batch']} x "
+        f"{settings['views']} ({luse['encodings_per_second']:.1f} encodings/s).",
+        "",
+        sweep_markdown(result["sweep"]),
+        "",
+        f"Plot: `results/{RESULT_NAME}_sweep.png`. Memory: {luse['memory_method']}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def explore_markdown(explore: dict) -> str:
     body = [(row["variant"], _num(row["step_seconds"] * 1000, 0),
              " / ".join(f"{1000 * v:,.0f}" for v in row["phase_seconds_median"].values()),
@@ -866,16 +895,7 @@ def report(result: dict) -> str:
     settings, luse, peer = result["settings"], result["luse"], result.get("peer")
     shape = luse["model_shape"]
     peak = result["matmul_peak"]
-    lines = [
-        "# Training throughput: luse against sentence-transformers",
-        "",
-        f"Command: `{result['command']}`",
-        "",
-        machine_markdown(result["machine"], result["versions"]),
-        "",
-    ]
-    if result["load_note"]:
-        lines += [f"**{result['load_note']}**", ""]
+    lines = report_header("Training throughput: luse against sentence-transformers", result)
     lines += [
         f"Setup: m3e-small ({shape['layers']} layers, hidden {shape['hidden']}, "
         f"{shape['layer_weights'] / 1e6:.1f}M weights in the transformer layers), fp32 on {settings['device']}, "
@@ -904,8 +924,6 @@ def report(result: dict) -> str:
         f"- Real (non-padding) tokens per step: {luse['real_tokens_per_step']:,.0f} of "
         f"{luse['padded_tokens_per_step']:,.0f} on the luse side.",
     ]
-    if "sweep" in result:
-        lines += ["", sweep_markdown(result["sweep"])]
     if "explore" in result:
         lines += ["", explore_markdown(result["explore"])]
     return "\n".join(lines) + "\n"
@@ -935,7 +953,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--attn", choices=("sdpa", "eager"), default="sdpa", help="attention kernel (default sdpa)")
     parser.add_argument("--device", default="auto", help="auto (cuda when there), cpu, cuda, cuda:N")
     parser.add_argument("--sweep", action="store_true",
-                        help="also time luse against views 2,5,9 and batch 32..512, with and without GradCache")
+                        help="only time luse against views 2,5,9 and batch 32..512, with and without GradCache "
+                             "(its own results file, throughput_sweep.md)")
     parser.add_argument("--explore", action="store_true",
                         help="also time luse variants: eager attention, AdamW kernel, torch.compile, threads")
     parser.add_argument("--budget", type=float, default=300.0,
@@ -943,7 +962,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="a smoke run: batch 16, 3 steps")
     parser.add_argument("--no-save", action="store_true", help="print the results, do not write them")
     parser.add_argument("--plot-only", action="store_true",
-                        help="redraw results/throughput_sweep.png from results/throughput.json, measure nothing")
+                        help="redraw results/throughput_sweep.png from results/throughput_sweep.json, measure nothing")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -955,6 +974,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.views < 2:
         parser.error("--views must be at least 2")
+    if args.sweep and args.explore:
+        parser.error("--sweep is a study of its own (results/throughput_sweep.md): run it without --explore")
     if (args.warmup is not None and args.warmup < 0) or args.grad_cache_chunk < 0:
         parser.error("--warmup and --grad-cache-chunk cannot be negative")
     return args
@@ -1021,7 +1042,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.plot_only:
-        print(plot_sweep(json.loads((RESULTS_DIR / f"{RESULT_NAME}.json").read_text(encoding="utf-8"))))
+        print(plot_sweep(json.loads((RESULTS_DIR / f"{RESULT_NAME}_sweep.json").read_text(encoding="utf-8"))))
         return 0
     machine = machine_info()  # before any work: its load average is the other jobs'
     device = resolve_device(args.device)
@@ -1032,13 +1053,14 @@ def main(argv: list[str] | None = None) -> int:
                    attn=args.attn, corpus=args.corpus)
     print(f"matmul peak on {device} ...", file=sys.stderr)
     peak = measure_matmul_peak(device, args.threads)
-    sides = ["luse", "peer"] if args.views == 2 else ["luse"]
+    sides = ["luse", "peer"] if args.views == 2 and not args.sweep else ["luse"]
     runs: dict[str, list[dict]] = {side: [] for side in sides}
     try:
-        for round_index in range(args.rounds):
+        rounds = 1 if args.sweep else args.rounds  # the sweep only plans its budget from luse's speed
+        for round_index in range(rounds):
             order = sides if round_index % 2 == 0 else sides[::-1]  # alternate who goes first
             for side in order:
-                print(f"round {round_index + 1}/{args.rounds}: {side} ...", file=sys.stderr)
+                print(f"round {round_index + 1}/{rounds}: {side} ...", file=sys.stderr)
                 runs[side].append(launch(replace(base, side=side)))
     except WorkerError as error:
         print(error, file=sys.stderr)
@@ -1060,6 +1082,10 @@ def main(argv: list[str] | None = None) -> int:
         "matmul_peak": peak,
         **summaries,
     }
+    if args.sweep:
+        print("sweep ...", file=sys.stderr)
+        result["sweep"] = run_sweep(base, summaries["luse"], args.budget)
+        return finish(result, sweep_report, results_name(args.corpus) + "_sweep", args.no_save)
     if "peer" in summaries:
         print("paired: luse and peer in one process, a step of each in turn ...", file=sys.stderr)
         try:
@@ -1072,19 +1098,22 @@ def main(argv: list[str] | None = None) -> int:
             "step_seconds": summaries["luse"]["step_seconds_median"] / summaries["peer"]["step_seconds_median"],
             "encodings_per_second_paired": result["paired"]["speedup_median"],
         }
-    if args.sweep:
-        print("sweep ...", file=sys.stderr)
-        result["sweep"] = run_sweep(base, summaries["luse"], args.budget)
     if args.explore:
         print("explore ...", file=sys.stderr)
         result["explore"] = run_explore(base, machine["cores"], args.budget)
+    return finish(result, report, results_name(args.corpus), args.no_save)
+
+
+def finish(result: dict, render, name: str, no_save: bool) -> int:
+    """Note the load after the run, print the markdown ``render`` makes and save it as ``name``."""
     result["load_average_after"] = list(load_average() or [])
-    result["load_note"] = load_note(machine["load_average"], machine["cores"], result["load_average_after"])
-    text = report(result)
-    if args.no_save:
+    result["load_note"] = load_note(result["machine"]["load_average"], result["machine"]["cores"],
+                                    result["load_average_after"])
+    text = render(result)
+    if no_save:
         print(text)
         return 0
-    md_path, json_path = save_results(results_name(args.corpus), text, result)
+    md_path, json_path = save_results(name, text, result)
     if "sweep" in result:
         print(plot_sweep(result), file=sys.stderr)
     print(text)
