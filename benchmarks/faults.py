@@ -421,7 +421,7 @@ def two_processes(work: Path, steps: int = 4) -> dict:
     corpus = work / "corpus.txt"
     corpus.write_text("\n".join(sentences(96)) + "\n", encoding="utf-8")
     common = {"model.name_or_path": model, "data.corpus": corpus, "data.min_chars": 2, "max_steps": steps,
-              "views.dropout": 1, "eval.every": 0, "save_every": 1, "keep_checkpoints": steps, "log_every": 1,
+              "views.dropout": 1, "views.eda": 0, "eval.every": 0, "save_every": 1, "keep_checkpoints": steps, "log_every": 1,
               "report_to": "tensorboard", "lr": 1e-3, "model.pooling": "mean"}
     one, two = work / "one-process", work / "two-processes"
     launch(1, {**common, "output_dir": one, "batch_size": 8})

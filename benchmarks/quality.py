@@ -87,15 +87,16 @@ LUSE_ROWS = {
                                             *QUEUE]),
     "luse_dropout": ("pretrain_luse", ["loss.name=luse", "views.dropout=1", "views.eda=0"]),
     "luse_dropout_queue": ("pretrain_luse", ["loss.name=luse", "views.dropout=1", "views.eda=0", *QUEUE]),
-    # The control of the EDA rows: as many views, all from dropout.
-    "luse_dropout8": ("pretrain_luse", ["loss.name=luse", "views.dropout=8", "views.eda=0"]),
-    "luse_eda": ("pretrain_luse", ["loss.name=luse", "views.dropout=4", "views.eda=4"]),
+    # The control of the EDA rows: as many views, all from dropout. The seed's shared target, said
+    # explicitly since the recipe's default is positives=each.
+    "luse_dropout8": ("pretrain_luse", ["loss.name=luse", "views.dropout=8", "views.eda=0", "loss.positives=share"]),
+    "luse_eda": ("pretrain_luse", ["loss.name=luse", "views.dropout=4", "views.eda=4", "loss.positives=share"]),
     # The same two with a softmax per positive (loss.positives=each): positives do not compete.
     "luse_dropout8_each": ("pretrain_luse", ["loss.name=luse", "views.dropout=8", "views.eda=0",
                                              "loss.positives=each"]),
     "luse_eda_each": ("pretrain_luse", ["loss.name=luse", "views.dropout=4", "views.eda=4", "loss.positives=each"]),
     # The same with true synonyms only (a cache of the Cilin thesaurus, no word-vector neighbours).
-    "luse_eda_cilin": ("pretrain_luse", ["loss.name=luse", "views.dropout=4", "views.eda=4"]),
+    "luse_eda_cilin": ("pretrain_luse", ["loss.name=luse", "views.dropout=4", "views.eda=4", "loss.positives=share"]),
 }
 TEMPERATURE = 0.05
 WARMUP_RATIO = 0.1

@@ -47,7 +47,7 @@ def train_config(out_dir: str, steps: int, resume: bool, workers: int, eval_ever
 
     values = {"output_dir": out_dir, "max_steps": steps, "batch_size": 8, "lr": 1e-3, "save_every": 1,
               "keep_checkpoints": 2, "eval.every": eval_every, "log_every": 1, "report_to": "tensorboard",
-              "warmup_ratio": 0.2, "views.dropout": 2, "model.pooling": "mean", "data.num_workers": workers,
+              "warmup_ratio": 0.2, "views.dropout": 2, "views.eda": 0, "model.pooling": "mean", "data.num_workers": workers,
               "seed": 7}
     if resume:
         values["resume"] = "latest"

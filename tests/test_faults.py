@@ -33,7 +33,7 @@ import faults  # noqa: E402  (benchmarks/faults.py: the kill harness)
 from test_trainer import make_items  # noqa: E402  (96 fixed sentences, reshuffled per epoch)
 
 DEFAULTS = {"max_steps": 4, "batch_size": 8, "lr": 1e-3, "save_every": 1, "eval.every": 0, "log_every": 1,
-            "report_to": "none", "views.dropout": 1, "model.pooling": "mean"}
+            "report_to": "none", "views.dropout": 1, "views.eda": 0, "model.pooling": "mean"}
 
 
 def _config(tmp_path, name, **overrides):

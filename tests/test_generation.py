@@ -218,7 +218,7 @@ def test_pretrain_luse_with_generated_views(tmp_path, tiny_bert):
                             for s in SENTENCES), encoding="utf-8")
     result = launch("pretrain_luse", [f"output_dir={tmp_path / 'out'}", "max_steps=2", "batch_size=4",
                                       f"model.name_or_path={tiny_bert}", f"data.corpus=[{corpus}]",
-                                      "data.min_chars=2", "views.dropout=1", "views.generated=2",
+                                      "data.min_chars=2", "views.dropout=1", "views.eda=0", "views.generated=2",
                                       f"views.paraphrases={para}", "report_to=none", "eval.every=0"])
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"paraphrases: {len(SENTENCES)} texts" in result.stderr
