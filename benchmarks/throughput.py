@@ -11,7 +11,8 @@ Sides
            exact savings of :mod:`luse.fastpath`: per-token layers on real tokens only, [CLS]-only last
            layer, length-sorted chunks of 64 rows),
            :meth:`luse.objectives.ViewsObjective.collate` (each distinct text tokenised once, the
-           dropout copies repeat its rows), one forward over all views, ``objective.loss``
+           dropout copies repeat its rows), one forward over all views (under bf16 autocast where
+           the trainer's ``mixed_precision=auto`` would use it), ``objective.loss``
            (``simcse_unsup`` for 2 views, ``luse`` for more), AdamW from
            :func:`luse.trainer.build_optimizer`; ``--grad-cache-chunk`` runs
            :func:`luse.gradcache.grad_cache_step` as the trainer does.
@@ -61,8 +62,11 @@ FLOPs each side really executes: luse's blocks are its length chunks, and with t
 layer that layer costs ``6 (P/L) (N/6 + 5 rows/6) + 12 H rows T`` (keys and values for every
 token, the rest and the attention for [CLS] alone), so its MFU is not inflated by skipped work.  MFU is
 model FLOPs per second over the peak this script measures on the same device with the same
-threads: the best rate of fp32 ``torch.mm`` on 2048 x 2048 matrices seen in the run (measured
-before the run and again in every worker just before its steps, since the load drifts).
+threads: the best rate of ``torch.mm`` on 2048 x 2048 matrices seen in the run (measured
+before the run and again in every worker just before its steps, since the load drifts), in the
+dtype the side's products run in: fp32 for the peer (its trainer's default), bf16 for luse where
+the trainer's ``mixed_precision=auto`` autocasts to it (GPUs that support it; CPUs with AVX512-BF16
+or AMX, where a bf16 product runs about 2.5x faster than fp32).
 
 Run::
 
@@ -112,6 +116,7 @@ TEMPERATURE = 0.05  # SimCSE's; MultipleNegativesRankingLoss's default scale 20 
 MATMUL_SIZE = 2048
 SWEEP_VIEWS = (2, 5, 9)
 SWEEP_BATCHES = (32, 64, 128, 256, 512)
+FP32_VARIANT = "fp32 (no bf16 autocast: mixed_precision=no)"
 SWEEP_CHUNK = 32  # GradCache rows per chunk in the sweep, unless --grad-cache-chunk says otherwise
 SWEEP_STEPS, SWEEP_WARMUP = 2, 1
 PROCESS_START_S = 15.0  # a worker's imports and model load before its first step, for budgeting
@@ -137,6 +142,7 @@ class RunSpec:
     chunk_rows: int = 64  # luse only: luse.fastpath length chunks (0: one padded block)
     cls_only: bool = True  # luse only: [CLS]-only last layer
     unpad: bool = True  # luse only: per-token layers on real tokens only
+    precision: str = "auto"  # luse only: the trainer's mixed_precision (auto: bf16 where native, else fp32)
     label: str = ""
     corpus: str | None = None  # None: People's Daily; else a text file (a sentence a line) or an STS .tsv
 
@@ -281,7 +287,12 @@ class LuseSide:
             groups = [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in self.optimizer.param_groups]
             self.optimizer = torch.optim.AdamW(groups, lr=LEARNING_RATE, fused=spec.adamw_kernel == "fused")
         self.rng = random.Random(0)
-        self.description = (f"SentenceEncoder(pooling={self.encoder.pooling!r}, attn={spec.attn}, "
+        # As the trainer runs it: bf16 autocast around the encoder (weights and optimizer fp32), the
+        # loss in fp32 on the vectors.
+        self.bf16 = luse_uses_bf16(spec.precision, spec.device)
+        self.matmul_dtype = "bfloat16" if self.bf16 else "float32"
+        self.description = (f"{'bf16 autocast: ' if self.bf16 else ''}"
+                            f"SentenceEncoder(pooling={self.encoder.pooling!r}, attn={spec.attn}, "
                             f"chunk_rows={spec.chunk_rows}, cls_only={self.cls_only}, "
                             f"unpad={self.encoder.unpad}) + "
                             f"ViewsObjective({loss.name}) + {type(self.optimizer).__name__}"
@@ -299,13 +310,13 @@ class LuseSide:
         tokenized = time.perf_counter()
         phases = {"tokenize": tokenized - start}
         if spec.grad_cache_chunk:
-            loss = grad_cache_step(self.encoder, inputs, lambda emb: self.objective.loss(emb, batch),
+            loss = grad_cache_step(self.encode, inputs, lambda emb: self.objective.loss(emb, batch),
                                    spec.grad_cache_chunk)
             synchronize(spec.device)
             backward_done = time.perf_counter()
             phases["forward+backward"] = backward_done - tokenized
         else:
-            loss = self.objective.loss(self.encoder(**inputs), batch)
+            loss = self.objective.loss(self.encode(**inputs), batch)
             synchronize(spec.device)
             forward_done = time.perf_counter()
             loss.backward()
@@ -321,6 +332,11 @@ class LuseSide:
         mask = inputs["attention_mask"]
         blocks = self.blocks(mask)
         return phases, blocks, int(mask.sum()), float(loss.detach())
+
+    def encode(self, **inputs):
+        device_type = self.torch.device(self.spec.device).type
+        with self.torch.autocast(device_type, dtype=self.torch.bfloat16, enabled=self.bf16):
+            return self.encoder(**inputs).float()
 
     def blocks(self, mask) -> list[tuple[int, int, int]]:
         """The ``(rows, padded length, tokens)`` blocks the encoder really runs (its length chunks;
@@ -367,6 +383,7 @@ class PeerSide:
             transformer.auto_model.compile(dynamic=True)
         self.shape = ModelShape.of(transformer.auto_model)
         self.cls_only = False  # a plain forward
+        self.matmul_dtype = "float32"  # its trainer's default: no bf16 unless asked
         scale = 1 / TEMPERATURE
         if spec.grad_cache_chunk:
             self.loss = CachedMultipleNegativesRankingLoss(self.model, scale=scale,
@@ -425,7 +442,7 @@ def run_worker(spec: RunSpec) -> dict:
     load_seconds = time.perf_counter() - load_start
 
     # The matmul peak again, here: the load on a shared machine may differ from the parent's moment.
-    matmul = measure_matmul_peak(spec.device, spec.threads, reps=3)
+    matmul = measure_matmul_peak(spec.device, spec.threads, reps=3, dtype=side.matmul_dtype)
     gc.collect()
     cuda = spec.device.startswith("cuda")
     if cuda:
@@ -464,6 +481,7 @@ def run_worker(spec: RunSpec) -> dict:
         "flops": log.flops,
         "losses": log.losses,
         "matmul_peak_gflops": matmul["best_gflops"],
+        "matmul_dtype": side.matmul_dtype,
         "peak_memory_delta_mib": None if peak is None or baseline is None else peak - baseline,
         "memory_baseline_mib": baseline,
         "memory_method": memory_method,
@@ -542,14 +560,14 @@ def summarize(runs: list[dict], peak_flops: float) -> dict:
     }
 
 
-def measure_matmul_peak(device: str, threads: int | None, reps: int = 5) -> dict:
-    """fp32 ``torch.mm`` of two 2048 x 2048 matrices: best and median GFLOP/s over ``reps``."""
+def measure_matmul_peak(device: str, threads: int | None, reps: int = 5, dtype: str = "float32") -> dict:
+    """``torch.mm`` of two 2048 x 2048 matrices of ``dtype``: best and median GFLOP/s over ``reps``."""
     import torch
 
     if threads:
         torch.set_num_threads(threads)
-    a = torch.randn(MATMUL_SIZE, MATMUL_SIZE, device=device)
-    b = torch.randn(MATMUL_SIZE, MATMUL_SIZE, device=device)
+    a = torch.randn(MATMUL_SIZE, MATMUL_SIZE, device=device, dtype=getattr(torch, dtype))
+    b = torch.randn(MATMUL_SIZE, MATMUL_SIZE, device=device, dtype=getattr(torch, dtype))
     torch.mm(a, b)  # first call: allocation, kernel selection
     synchronize(device)
     rates = []
@@ -558,7 +576,7 @@ def measure_matmul_peak(device: str, threads: int | None, reps: int = 5) -> dict
         torch.mm(a, b)
         synchronize(device)
         rates.append(2 * MATMUL_SIZE**3 / (time.perf_counter() - start) / 1e9)
-    return {"size": MATMUL_SIZE, "reps": reps, "threads": torch.get_num_threads(),
+    return {"size": MATMUL_SIZE, "reps": reps, "threads": torch.get_num_threads(), "dtype": dtype,
             "best_gflops": max(rates), "median_gflops": median(rates)}
 
 
@@ -644,6 +662,8 @@ def explore_variants(base: RunSpec, cores: int) -> list[RunSpec]:
                 replace(base, unpad=False, label="padded per-token layers (no unpadding)"),
                 replace(base, chunk_rows=0, cls_only=False, unpad=False,
                         label="none of them: the plain forward of earlier releases")]
+    if luse_uses_bf16(base.precision, base.device):
+        variants.insert(1, replace(base, precision="no", label=FP32_VARIANT))
     threads = base.threads or cores
     if not base.device.startswith("cuda") and threads > 1:
         variants.append(replace(base, threads=threads // 2,
@@ -868,6 +888,9 @@ def explore_markdown(explore: dict) -> str:
             for row in explore["variants"]]
     phase_names = " / ".join(explore["variants"][0]["phase_seconds_median"])
     tok = explore["tokenization"]
+    fp32 = [row for row in explore["variants"] if "mfu" in row]
+    fp32_note = (f" In fp32 luse runs at {100 * fp32[0]['mfu']:.1f}% MFU of the fp32 matmul peak (the same model "
+                 "FLOPs as the baseline)." if fp32 else "")
     return "\n".join([
         f"## luse speed-up candidates ({explore['rounds']} rounds; each round times one step of every variant "
         "on the same batch, in one process)",
@@ -877,8 +900,18 @@ def explore_markdown(explore: dict) -> str:
         "",
         f"Tokenising one step's {tok['texts']} texts: each distinct text once, rows repeated (luse's "
         f"`tokenize_unique`) {tok['unique_ms']:.1f} ms; every copy tokenised {tok['every_copy_ms']:.1f} ms; "
-        f"one call per view column (sentence-transformers' collator) {tok['per_column_ms']:.1f} ms.",
+        f"one call per view column (sentence-transformers' collator) {tok['per_column_ms']:.1f} ms." + fp32_note,
     ])
+
+
+def peak_line(peak: dict, dtype: str) -> str:
+    """One matmul peak (the MFU denominator of the steps whose products run in ``dtype``)."""
+    name = {"float32": "fp32", "bfloat16": "bf16"}.get(dtype, dtype)
+    return (f"- Matmul peak, {name} (the MFU denominator of {name} steps): {peak['run_best_gflops']:.1f} GFLOP/s, "
+            f"the best {name} {peak['size']}^3 `torch.mm` rate seen in the run ({peak['threads']} thread(s)): before "
+            f"the run {peak['best_gflops']:.1f} (best of {peak['reps']}, median {peak['median_gflops']:.1f}), in the "
+            "workers " + ", ".join(f"{g:.1f}" for g in peak["workers_gflops"])
+            + " (best of 3 each, just before their steps).")
 
 
 def paired_lines(paired: dict | None) -> list[str]:
@@ -894,11 +927,12 @@ def paired_lines(paired: dict | None) -> list[str]:
 def report(result: dict) -> str:
     settings, luse, peer = result["settings"], result["luse"], result.get("peer")
     shape = luse["model_shape"]
-    peak = result["matmul_peak"]
+    peaks = result.get("matmul_peaks") or {"float32": result["matmul_peak"]}
+    precision = "fp32, luse with bf16 autocast" if "bfloat16" in peaks else "fp32"
     lines = report_header("Training throughput: luse against sentence-transformers", result)
     lines += [
         f"Setup: m3e-small ({shape['layers']} layers, hidden {shape['hidden']}, "
-        f"{shape['layer_weights'] / 1e6:.1f}M weights in the transformer layers), fp32 on {settings['device']}, "
+        f"{shape['layer_weights'] / 1e6:.1f}M weights in the transformer layers), {precision} on {settings['device']}, "
         f"{luse['threads']} torch thread(s); {settings['batch']} {corpus_words(settings.get('corpus'))} x {settings['views']} views "
         f"per step, max length {settings['max_length']}, dynamic padding; median of {luse['steps_timed']} steps "
         f"after {settings['warmup']} warm-up step(s), {settings['rounds']} round(s) per side, each side in its own "
@@ -913,10 +947,7 @@ def report(result: dict) -> str:
         f"- luse: {luse['description']}.",
         (f"- sentence-transformers: {peer['description']}." if peer else
          "- sentence-transformers: not run (its unsupervised SimCSE has exactly 2 views)."),
-        f"- Matmul peak (the MFU denominator): {peak['run_best_gflops']:.1f} GFLOP/s, the best fp32 "
-        f"{peak['size']}^3 `torch.mm` rate seen in the run ({peak['threads']} thread(s)): before the run "
-        f"{peak['best_gflops']:.1f} (best of {peak['reps']}, median {peak['median_gflops']:.1f}), in the workers "
-        + ", ".join(f"{g:.1f}" for g in peak["workers_gflops"]) + " (best of 3 each, just before their steps).",
+        *[peak_line(peak, dtype) for dtype, peak in peaks.items()],
         f"- Model FLOPs per block of `rows` sequences padded to `T`: `6 P rows T + 12 L H rows T^2` with "
         f"P = {shape['layer_weights']:,}, L = {shape['layers']}, H = {shape['hidden']} (module docstring: what "
         "is counted and what is left out).",
@@ -979,6 +1010,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if (args.warmup is not None and args.warmup < 0) or args.grad_cache_chunk < 0:
         parser.error("--warmup and --grad-cache-chunk cannot be negative")
     return args
+
+
+def luse_uses_bf16(precision: str, device: str) -> bool:
+    """Whether the trainer's ``mixed_precision=precision`` means bf16 autocast on ``device``."""
+    import torch
+
+    from luse.trainer import cpu_has_native_bf16
+
+    if precision != "auto":
+        return precision == "bf16"
+    if device.startswith("cuda"):
+        return torch.cuda.is_bf16_supported()
+    return cpu_has_native_bf16()
+
+
+def matmul_dtypes(device: str) -> list[str]:
+    """The dtypes whose matmul peak the run needs: fp32 (the peer), and bf16 when luse autocasts to it."""
+    return ["float32", "bfloat16"] if luse_uses_bf16("auto", device) else ["float32"]
 
 
 def resolve_device(name: str) -> str:
@@ -1052,7 +1101,7 @@ def main(argv: list[str] | None = None) -> int:
                    steps=args.steps, device=device, threads=args.threads, grad_cache_chunk=args.grad_cache_chunk,
                    attn=args.attn, corpus=args.corpus)
     print(f"matmul peak on {device} ...", file=sys.stderr)
-    peak = measure_matmul_peak(device, args.threads)
+    peaks = {dtype: measure_matmul_peak(device, args.threads, dtype=dtype) for dtype in matmul_dtypes(device)}
     sides = ["luse", "peer"] if args.views == 2 and not args.sweep else ["luse"]
     runs: dict[str, list[dict]] = {side: [] for side in sides}
     try:
@@ -1065,12 +1114,15 @@ def main(argv: list[str] | None = None) -> int:
     except WorkerError as error:
         print(error, file=sys.stderr)
         return 1
-    # MFU against the best matmul rate seen anywhere in the run (parent and every worker), so a side
-    # that ran while the machine happened to be quiet is not credited with more than 100%.
-    peak["workers_gflops"] = [run["matmul_peak_gflops"] for side_runs in runs.values() for run in side_runs]
-    peak["run_best_gflops"] = max([peak["best_gflops"], *peak["workers_gflops"]])
-    peak_flops = peak["run_best_gflops"] * 1e9
-    summaries = {side: summarize(side_runs, peak_flops) for side, side_runs in runs.items()}
+    # MFU against the best matmul rate seen anywhere in the run (parent and every worker) in the
+    # dtype the side's products run in, so a side that ran while the machine happened to be quiet is
+    # not credited with more than 100%, and bf16 is not measured against the slower fp32 peak.
+    for dtype, peak in peaks.items():
+        peak["workers_gflops"] = [run["matmul_peak_gflops"] for side_runs in runs.values() for run in side_runs
+                                  if run["matmul_dtype"] == dtype]
+        peak["run_best_gflops"] = max([peak["best_gflops"], *peak["workers_gflops"]])
+    summaries = {side: summarize(side_runs, peaks[side_runs[0]["matmul_dtype"]]["run_best_gflops"] * 1e9)
+                 for side, side_runs in runs.items()}
     result = {
         "command": command_line(),
         "machine": machine,
@@ -1079,7 +1131,8 @@ def main(argv: list[str] | None = None) -> int:
                      "warmup": args.warmup, "rounds": args.rounds, "threads": args.threads,
                      "grad_cache_chunk": args.grad_cache_chunk, "attn": args.attn, "device": device,
                      "lr": LEARNING_RATE, "max_grad_norm": MAX_GRAD_NORM, "temperature": TEMPERATURE},
-        "matmul_peak": peak,
+        "matmul_peak": peaks["float32"],  # the peer's, and luse's without bf16
+        "matmul_peaks": peaks,
         **summaries,
     }
     if args.sweep:
@@ -1101,6 +1154,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.explore:
         print("explore ...", file=sys.stderr)
         result["explore"] = run_explore(base, machine["cores"], args.budget)
+        for row in result["explore"]["variants"]:
+            if row["variant"] == FP32_VARIANT:  # same model FLOPs as the baseline, against the fp32 peak
+                row["mfu"] = (summaries["luse"]["model_flops_per_step"] / row["step_seconds"]
+                              / (peaks["float32"]["run_best_gflops"] * 1e9))
     return finish(result, report, results_name(args.corpus), args.no_save)
 
 

@@ -121,7 +121,7 @@ class TrainConfig:
     warmup_ratio: float = 0.1
     grad_accum: int = 1
     max_grad_norm: float = 1.0  # 0 disables clipping
-    mixed_precision: str = "auto"  # auto (bf16 on GPUs that support it, else no) | no | fp16 | bf16
+    mixed_precision: str = "auto"  # auto (bf16 where native: GPUs that support it, CPUs with AVX512-BF16/AMX) | no | fp16 | bf16
     grad_cache_chunk: int = 0  # >0: GradCache with sub-batches of this many texts (memory stays flat)
     threads: int = 0  # CPU threads per process; 0: the usable cores shared among this machine's processes
     log_every: int = 10
@@ -278,7 +278,9 @@ def _coerce(value: Any, kind: Any, key: str, source: str) -> Any:
             except ValueError:
                 pass
     elif kind is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        if isinstance(value, bool):  # YAML 1.1 reads a bare no/off/false as False: `mixed_precision=no`
+            return "yes" if value else "no"
+        if isinstance(value, (str, int, float)):
             return str(value)
     raise InputError(source, f"{key} to be {_type_name(kind)}", value)
 

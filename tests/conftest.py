@@ -36,3 +36,14 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerator_state():
+    """accelerate keeps one process-wide state and refuses a second ``Accelerator`` with another
+    mixed precision; tests build several in one process (fp32 ones, and the trainer's, which is bf16
+    on CPUs with native bf16), so each test starts from a clean state, as accelerate's own tests do."""
+    yield
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)

@@ -48,6 +48,19 @@ def test_bad_yaml_names_file_and_line(tmp_path):
         load_config(path)
 
 
+def test_a_bare_no_is_the_word_for_string_keys(tmp_path):
+    """YAML 1.1 reads `no` as false; a string key such as mixed_precision means the word."""
+    assert load_config(None, ["mixed_precision=no"]).mixed_precision == "no"
+    path = tmp_path / "c.yaml"
+    path.write_text("mixed_precision: no\n", encoding="utf-8")
+    assert load_config(path).mixed_precision == "no"
+    assert load_config(None, ["mixed_precision=off"]).mixed_precision == "no"  # YAML's other spelling
+    with pytest.raises(InputError, match="mixed_precision to be one of"):
+        load_config(None, ["mixed_precision=yes"])  # the word "yes" is no choice, and the error says so
+    with pytest.raises(InputError, match="model.mlp to be true/false"):
+        load_config(None, ["model.mlp=fast"])  # booleans stay strict
+
+
 def test_split_argv():
     assert split_argv(["--config", "a.yaml", "x=1"]) == ("a.yaml", ["x=1"])
     assert split_argv(["config=b.yaml", "y.z=2"]) == ("b.yaml", ["y.z=2"])
