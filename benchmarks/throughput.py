@@ -866,7 +866,7 @@ def sweep_report(result: dict) -> str:
     settings, luse = result["settings"], result["luse"]
     lines = report_header("Training cost against views and batch: luse", result)
     lines += [
-        f"Setup: m3e-small, fp32 on {settings['device']}, {luse['threads']} torch thread(s); "
+        f"Setup: m3e-small (fp32 weights) on {settings['device']}, {luse['threads']} torch thread(s); "
         f"{corpus_words(settings.get('corpus'))}, max length {settings['max_length']}, dynamic padding; "
         f"{luse['description']} (SimCSE-unsup's loss at 2 views, LUSE's at 5 and 9). GradCache rows: "
         f"{result['sweep']['chunk']} per chunk. The budget is planned from one run at {settings['batch']} x "
