@@ -38,8 +38,9 @@ Optional studies
                without GradCache, one process per configuration (so each has its own peak memory),
                cheapest first, skipping what the ``--budget`` cannot fit (estimated from the speed of
                one luse run at the main settings, made first).
-``--explore``  luse speed-up candidates against the baseline: eager attention, the other AdamW kernel,
-               ``torch.compile``, half the threads; plus the cost of tokenisation.  The variants
+``--explore``  luse speed-up candidates against the baseline: fp32 (when the baseline is bf16), eager
+               attention, the other AdamW kernel, ``torch.compile``, each exact saving switched off,
+               half the threads; plus the cost of tokenisation.  The variants
                share one process and every round times one step of each on the same batch, back to
                back, so the speed-up (the median of the per-round ratios) survives the load drifting
                on a shared machine; rounds stop when ``--budget`` runs out.
@@ -114,9 +115,9 @@ LEARNING_RATE = 3e-5  # the simcse_unsup recipe's
 MAX_GRAD_NORM = 1.0  # both trainers' default clipping
 TEMPERATURE = 0.05  # SimCSE's; MultipleNegativesRankingLoss's default scale 20 is the same
 MATMUL_SIZE = 2048
+FP32_VARIANT = "fp32 (no bf16 autocast: mixed_precision=no)"  # the --explore row when luse runs in bf16
 SWEEP_VIEWS = (2, 5, 9)
 SWEEP_BATCHES = (32, 64, 128, 256, 512)
-FP32_VARIANT = "fp32 (no bf16 autocast: mixed_precision=no)"
 SWEEP_CHUNK = 32  # GradCache rows per chunk in the sweep, unless --grad-cache-chunk says otherwise
 SWEEP_STEPS, SWEEP_WARMUP = 2, 1
 PROCESS_START_S = 15.0  # a worker's imports and model load before its first step, for budgeting
