@@ -928,7 +928,7 @@ def paired_lines(paired: dict | None) -> list[str]:
 def report(result: dict) -> str:
     settings, luse, peer = result["settings"], result["luse"], result.get("peer")
     shape = luse["model_shape"]
-    peaks = result.get("matmul_peaks") or {"float32": result["matmul_peak"]}
+    peaks = result.get("matmul_peaks") or {"float32": result["matmul_peak"]}  # files from before bf16
     precision = "fp32, luse with bf16 autocast" if "bfloat16" in peaks else "fp32"
     lines = report_header("Training throughput: luse against sentence-transformers", result)
     lines += [
@@ -1015,15 +1015,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def luse_uses_bf16(precision: str, device: str) -> bool:
     """Whether the trainer's ``mixed_precision=precision`` means bf16 autocast on ``device``."""
-    import torch
+    from luse.trainer import resolve_mixed_precision
 
-    from luse.trainer import cpu_has_native_bf16
-
-    if precision != "auto":
-        return precision == "bf16"
-    if device.startswith("cuda"):
-        return torch.cuda.is_bf16_supported()
-    return cpu_has_native_bf16()
+    return resolve_mixed_precision(precision, device) == "bf16"
 
 
 def matmul_dtypes(device: str) -> list[str]:
@@ -1132,7 +1126,6 @@ def main(argv: list[str] | None = None) -> int:
                      "warmup": args.warmup, "rounds": args.rounds, "threads": args.threads,
                      "grad_cache_chunk": args.grad_cache_chunk, "attn": args.attn, "device": device,
                      "lr": LEARNING_RATE, "max_grad_norm": MAX_GRAD_NORM, "temperature": TEMPERATURE},
-        "matmul_peak": peaks["float32"],  # the peer's, and luse's without bf16
         "matmul_peaks": peaks,
         **summaries,
     }

@@ -91,12 +91,15 @@ def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     return False
 
 
-def resolve_mixed_precision(setting: str) -> str:
+def resolve_mixed_precision(setting: str, device: str | None = None) -> str:
     """``auto``: bf16 autocast where the hardware does bf16 natively (CUDA GPUs that support it, CPUs
-    with AVX512-BF16 or AMX), else fp32. The weights and the optimizer stay fp32 either way."""
+    with AVX512-BF16 or AMX), else fp32. The weights and the optimizer stay fp32 either way.
+    ``device`` ("cpu", "cuda", "cuda:N"): the one training runs on; None: CUDA when there, as the
+    trainer's accelerator chooses."""
     if setting != "auto":
         return setting
-    if torch.cuda.is_available():
+    cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
+    if cuda:
         return "bf16" if torch.cuda.is_bf16_supported() else "no"
     return "bf16" if cpu_has_native_bf16() else "no"
 

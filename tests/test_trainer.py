@@ -141,3 +141,4 @@ def test_auto_precision_is_bf16_only_where_native(monkeypatch):
         monkeypatch.setattr(trainer_module, "cpu_has_native_bf16", lambda native=native: native)
         assert resolve_mixed_precision("auto") == expected
         assert resolve_mixed_precision("no") == "no" and resolve_mixed_precision("bf16") == "bf16"
+        assert resolve_mixed_precision("auto", "cpu") == expected  # the device named: the CPU's answer
