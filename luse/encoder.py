@@ -15,7 +15,8 @@ Poolings
 
 The forward skips work the vector never uses (:mod:`luse.fastpath`): a BERT's per-token layers run
 on real tokens only, with ``cls``/``pooler`` its last layer computes [CLS] alone, and long padded
-blocks run as length-sorted chunks.
+blocks run as length-sorted chunks.  On a CPU, dropout draws its masks 64 bits at a time
+(:mod:`luse.dropout`): the dropout views cost a fraction of torch's.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from luse.dropout import use_fast_dropout
 from luse.fastpath import bert_forward, length_chunks, supports_fast_forward
 from luse.resources import resolve_model
 
@@ -62,12 +64,14 @@ class SentenceEncoder(nn.Module):
 
     ``forward`` takes tokenised input and returns sentence vectors; ``encode`` takes strings.
     The MLP (dense + tanh, as in SimCSE) is applied only in training mode and never exported.
-    ``unpad``, ``cls_only`` and ``chunk_rows`` (0: off) switch the exact savings of :mod:`luse.fastpath`.
+    ``unpad``, ``cls_only`` and ``chunk_rows`` (0: off) switch the exact savings of :mod:`luse.fastpath`,
+    ``fast_dropout`` the cheaper CPU dropout of :mod:`luse.dropout` (its modules are swapped in the
+    backbone, which changes no weight).
     """
 
     def __init__(self, backbone: nn.Module, tokenizer, pooling: str = DEFAULT_POOLING,
                  mlp: bool = False, max_length: int = 64, chunk_rows: int = DEFAULT_CHUNK_ROWS,
-                 cls_only: bool = True, unpad: bool = True):
+                 cls_only: bool = True, unpad: bool = True, fast_dropout: bool = True):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; expected one of {', '.join(POOLINGS)}")
@@ -79,6 +83,9 @@ class SentenceEncoder(nn.Module):
         fast = supports_fast_forward(backbone)
         self.cls_only = cls_only and fast
         self.unpad = unpad and fast
+        self.fast_dropout = fast_dropout
+        if fast_dropout:
+            use_fast_dropout(backbone)
         hidden = backbone.config.hidden_size
         self.mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh()) if mlp else None
         if pooling == "pooler" and getattr(backbone, "pooler", None) is None:
@@ -101,7 +108,7 @@ class SentenceEncoder(nn.Module):
     def from_pretrained(cls, name_or_path: str, pooling: str = DEFAULT_POOLING, mlp: bool = False,
                         max_length: int = 64, attn_implementation: str | None = "sdpa",
                         chunk_rows: int = DEFAULT_CHUNK_ROWS, cls_only: bool = True,
-                        unpad: bool = True) -> SentenceEncoder:
+                        unpad: bool = True, fast_dropout: bool = True) -> SentenceEncoder:
         """Load a local directory or hub name (``m3e-small`` is the offline built-in)."""
         from transformers import AutoModel, AutoTokenizer
 
@@ -113,7 +120,7 @@ class SentenceEncoder(nn.Module):
         except (ValueError, ImportError):  # architectures without SDPA support fall back to eager
             backbone = AutoModel.from_pretrained(path)
         return cls(backbone, tokenizer, pooling=pooling, mlp=mlp, max_length=max_length,
-                   chunk_rows=chunk_rows, cls_only=cls_only, unpad=unpad)
+                   chunk_rows=chunk_rows, cls_only=cls_only, unpad=unpad, fast_dropout=fast_dropout)
 
     @property
     def hidden_size(self) -> int:
@@ -155,7 +162,8 @@ class SentenceEncoder(nn.Module):
         fast = (self.unpad or cls_only) and not (reads_cls and not bool(attention_mask[:, 0].all()))
         if fast:
             outputs = bert_forward(self.backbone, input_ids, attention_mask, token_type_ids, unpad=self.unpad,
-                                   cls_only=cls_only, output_hidden_states=pooling == "first_last_avg")
+                                   cls_only=cls_only, output_hidden_states=pooling == "first_last_avg",
+                                   fast_dropout=self.fast_dropout)
         else:
             inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
             if token_type_ids is not None:

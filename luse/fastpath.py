@@ -23,6 +23,9 @@ still sees padding) and any backbone without :func:`bert_forward` then skip most
 contrastive batch is unchanged: the chunks' vectors are put back in the original order before any
 loss sees them.
 
+With ``fast_dropout`` the attention dropout on a CPU is :mod:`luse.dropout`'s (same distribution,
+a fraction of the cost); the rest of this module is device-neutral.
+
 Only BERT's layer (:data:`FAST_LAYERS`) is handled: other architectures (RoFormer's rotary queries,
 say) compute their attention differently and run the plain forward.
 """
@@ -34,6 +37,8 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from luse.dropout import dropout
 
 # Layer classes whose structure bert_forward reproduces (attention.self.{query,key,value},
 # attention.output, intermediate, output) and whose attention is plain scaled dot-product.
@@ -78,13 +83,15 @@ def supports_fast_forward(backbone: nn.Module) -> bool:
 
 def bert_forward(backbone: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                  token_type_ids: torch.Tensor | None = None, *, unpad: bool = True, cls_only: bool = False,
-                 output_hidden_states: bool = False) -> SimpleNamespace:
+                 output_hidden_states: bool = False, fast_dropout: bool = False) -> SimpleNamespace:
     """A BERT forward that skips padding and, with ``cls_only``, the last layer's non-[CLS] rows.
 
     Returns what :func:`luse.encoder.pool` reads: ``last_hidden_state`` (``[B, T, H]`` with zeros at
     padding, or ``[B, 1, H]`` with ``cls_only``), ``pooler_output`` (when the backbone has a pooler)
     and, with ``output_hidden_states``, every layer's output laid out like ``last_hidden_state``.
     ``cls_only`` needs [CLS] at column 0 of every row (right padding), as a plain forward reads it.
+    ``fast_dropout``: attention dropout with :func:`luse.dropout.dropout` on a CPU (the layers' other
+    dropouts are whatever modules the backbone holds: :func:`luse.dropout.use_fast_dropout` swaps them).
     """
     if cls_only and output_hidden_states:
         raise ValueError("cls_only computes the last layer for [CLS] alone: no full hidden states to return")
@@ -106,7 +113,7 @@ def bert_forward(backbone: nn.Module, input_ids: torch.Tensor, attention_mask: t
             lengths = mask.sum(1)
             queries = (lengths.cumsum(0) - lengths if kept is not None
                        else torch.arange(0, batch * length, length, device=hidden.device))
-        hidden = _layer(layer, hidden, key_mask, kept, (batch, length), queries)
+        hidden = _layer(layer, hidden, key_mask, kept, (batch, length), queries, fast_dropout)
         states.append(hidden)
     last_hidden = (states[-1][:, None] if cls_only else _padded(states[-1], kept, batch, length))
     pooler = getattr(backbone, "pooler", None)
@@ -125,7 +132,7 @@ def _padded(rows: torch.Tensor, kept: torch.Tensor | None, batch: int, length: i
 
 
 def _layer(layer: nn.Module, hidden: torch.Tensor, key_mask: torch.Tensor, kept: torch.Tensor | None,
-           shape: tuple[int, int], queries: torch.Tensor | None = None) -> torch.Tensor:
+           shape: tuple[int, int], queries: torch.Tensor | None = None, fast_dropout: bool = False) -> torch.Tensor:
     """One BertLayer over ``hidden`` (``[tokens, H]``); with ``queries`` (row indices of ``hidden``)
     only those tokens get an output: the others serve as keys and values."""
     attention = layer.attention.self
@@ -144,11 +151,22 @@ def _layer(layer: nn.Module, hidden: torch.Tensor, key_mask: torch.Tensor, kept:
         key, value = parts
         residual = hidden.index_select(0, queries)
         query = attention.query(residual).view(batch, 1, heads, head_size).transpose(1, 2)
-    context = F.scaled_dot_product_attention(
-        query, key, value, attn_mask=key_mask, scale=attention.scaling,
-        dropout_p=attention.dropout.p if layer.training else 0.0)
+    context = _attention(query, key, value, key_mask, attention.scaling,
+                         attention.dropout.p if layer.training else 0.0, fast_dropout)
     context = context.transpose(1, 2).reshape(-1, heads * head_size)  # [B * T or B, H]
     if queries is None and kept is not None:
         context = context.index_select(0, kept)
     attended = layer.attention.output(context, residual)
     return layer.output(layer.intermediate(attended), attended)
+
+
+def _attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, key_mask: torch.Tensor,
+               scale: float, dropout_p: float, fast_dropout: bool) -> torch.Tensor:
+    """Scaled dot-product attention; with ``fast_dropout`` and dropout on a CPU, written out so that
+    the dropout is :func:`luse.dropout.dropout` (SDPA runs these same products there, with torch's)."""
+    if dropout_p <= 0 or not fast_dropout or query.device.type != "cpu":
+        return F.scaled_dot_product_attention(query, key, value, attn_mask=key_mask, scale=scale, dropout_p=dropout_p)
+    scores = torch.matmul(query, key.transpose(-1, -2)) * scale
+    scores = scores.float().masked_fill(~key_mask, float("-inf"))  # softmax in fp32 under bf16 autocast
+    probs = dropout(scores.softmax(dim=-1).to(value.dtype), dropout_p)
+    return torch.matmul(probs, value)

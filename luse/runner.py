@@ -181,7 +181,7 @@ def load_encoder_for(config: TrainConfig):
                                            max_length=model.max_length,
                                            attn_implementation=model.attn_implementation,
                                            chunk_rows=model.chunk_rows, cls_only=model.cls_only,
-                                           unpad=model.unpad)
+                                           unpad=model.unpad, fast_dropout=model.fast_dropout)
 
 
 def run_recipe(name: str, default_config: Path, argv: list[str] | None = None, *,
