@@ -2,10 +2,11 @@
 
 Dropout views are the core of unsupervised SimCSE and LUSE, so every training step runs dropout
 on every layer's activations.  torch's CPU dropout draws one Bernoulli sample per element
-(``bernoulli_``): about 6 ms for a ``[1600, 512]`` activation on 2 threads, 5% of a small
-BERT's whole training step on this repository's benchmark machine.  Here the mask comes from
-64-bit random words cut into four 16-bit lanes (``random_`` draws 64 bits at a time, ~8x less
-work), and a lane keeps its element when it is at or above ``round(p * 2**16)``.
+(``bernoulli_``): 6-10 ms for a ``[1600, 512]`` activation on 2 threads, and m3e-small runs 26
+dropouts in a training step of 64 sentences x 2 views.  Here the mask comes from 64-bit random
+words cut into four 16-bit lanes (``random_`` draws 64 bits at a time; mask and product take
+about 2 ms), and a lane keeps its element when it is at or above ``round(p * 2**16)``.  That
+step runs 1.2x faster (``benchmarks/results/throughput.md``, the ``--explore`` table).
 
 So ``p`` is rounded to a multiple of 2**-16 (0.1 becomes 0.100006) and the kept elements are scaled
 by ``1 / (1 - p_rounded)``: the expectation is exact, as with torch's dropout.  The random numbers
