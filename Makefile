@@ -16,7 +16,7 @@ THESAURUS ?= default
 OUT ?=
 ARGS ?=
 
-.PHONY: help install test lint pretrain synonym-cache bench clean
+.PHONY: help install test lint pretrain synonym-cache bench gpu-bundle clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ synonym-cache:  ## build the EDA synonym cache once (VECTORS=, THESAURUS=, OUT=)
 
 bench:  ## quick benchmarks on this machine; results in benchmarks/results/
 	$(PY) benchmarks/run_all.py --quick $(ARGS)
+
+gpu-bundle:  ## pack m3e-small and People's Daily into .gpu/ for benchmarks/gpu_check.sh on a GPU without network
+	$(PY) benchmarks/gpu_bundle.py $(ARGS)
 
 clean:  ## remove caches and test artefacts (not .venv, not runs/)
 	rm -rf .pytest_cache .ruff_cache .hypothesis build dist *.egg-info

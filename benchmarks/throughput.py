@@ -63,7 +63,7 @@ FLOPs each side really executes: luse's blocks are its length chunks, and with t
 layer that layer costs ``6 (P/L) (N/6 + 5 rows/6) + 12 H rows T`` (keys and values for every
 token, the rest and the attention for [CLS] alone), so its MFU is not inflated by skipped work.  MFU is
 model FLOPs per second over the peak this script measures on the same device with the same
-threads: the best rate of ``torch.mm`` on 2048 x 2048 matrices seen in the run (measured
+threads: the best rate of ``torch.mm`` on 2048 x 2048 matrices (8192 on a GPU) seen in the run (measured
 before the run and again in every worker just before its steps, since the load drifts), in the
 dtype the side's products run in: fp32 for the peer (its trainer's default), bf16 for luse where
 the trainer's ``mixed_precision=auto`` autocasts to it (GPUs that support it; CPUs with AVX512-BF16
@@ -115,6 +115,7 @@ LEARNING_RATE = 3e-5  # the simcse_unsup recipe's
 MAX_GRAD_NORM = 1.0  # both trainers' default clipping
 TEMPERATURE = 0.05  # SimCSE's; MultipleNegativesRankingLoss's default scale 20 is the same
 MATMUL_SIZE = 2048
+GPU_MATMUL_SIZE = 8192  # a 2048^3 product lasts ~25 us on an H200: timer overhead would understate its peak
 FP32_VARIANT = "fp32 (no bf16 autocast: mixed_precision=no)"  # the --explore row when luse runs in bf16
 SWEEP_VIEWS = (2, 5, 9)
 SWEEP_BATCHES = (32, 64, 128, 256, 512)
@@ -566,13 +567,14 @@ def summarize(runs: list[dict], peak_flops: float) -> dict:
 
 
 def measure_matmul_peak(device: str, threads: int | None, reps: int = 5, dtype: str = "float32") -> dict:
-    """``torch.mm`` of two 2048 x 2048 matrices of ``dtype``: best and median GFLOP/s over ``reps``."""
+    """``torch.mm`` of two square matrices of ``dtype`` (2048 on a CPU, 8192 on a GPU): best and median GFLOP/s over ``reps``."""
     import torch
 
     if threads:
         torch.set_num_threads(threads)
-    a = torch.randn(MATMUL_SIZE, MATMUL_SIZE, device=device, dtype=getattr(torch, dtype))
-    b = torch.randn(MATMUL_SIZE, MATMUL_SIZE, device=device, dtype=getattr(torch, dtype))
+    size = GPU_MATMUL_SIZE if device.startswith("cuda") else MATMUL_SIZE
+    a = torch.randn(size, size, device=device, dtype=getattr(torch, dtype))
+    b = torch.randn(size, size, device=device, dtype=getattr(torch, dtype))
     torch.mm(a, b)  # first call: allocation, kernel selection
     synchronize(device)
     rates = []
@@ -580,8 +582,8 @@ def measure_matmul_peak(device: str, threads: int | None, reps: int = 5, dtype: 
         start = time.perf_counter()
         torch.mm(a, b)
         synchronize(device)
-        rates.append(2 * MATMUL_SIZE**3 / (time.perf_counter() - start) / 1e9)
-    return {"size": MATMUL_SIZE, "reps": reps, "threads": torch.get_num_threads(), "dtype": dtype,
+        rates.append(2 * size**3 / (time.perf_counter() - start) / 1e9)
+    return {"size": size, "reps": reps, "threads": torch.get_num_threads(), "dtype": dtype,
             "best_gflops": max(rates), "median_gflops": median(rates)}
 
 
