@@ -882,7 +882,7 @@ def sweep_report(result: dict) -> str:
         "",
         sweep_markdown(result["sweep"]),
         "",
-        f"Plot: `results/{RESULT_NAME}_sweep.png`. Memory: {luse['memory_method']}.",
+        f"Plot: `results/{result['results_name']}.png`. Memory: {luse['memory_method']}.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -1045,8 +1045,8 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def plot_sweep(result: dict) -> str:
-    """``results/throughput_sweep.png``: step time and peak memory against the contrastive batch
+def plot_sweep(result: dict, name: str = f"{RESULT_NAME}_sweep") -> str:
+    """``results/<name>.png``: step time and peak memory against the contrastive batch
     (sentences x views), plain and with GradCache. Returns what it did, in one line."""
     rows = [row for row in result.get("sweep", {}).get("rows", []) if "step_seconds" in row]
     if not rows:
@@ -1078,7 +1078,7 @@ def plot_sweep(result: dict) -> str:
     time_ax.legend(fontsize=7)
     fig.suptitle(f"luse on {result['settings']['device']} ({result['machine'].get('cpu', '')}), m3e-small", fontsize=9)
     fig.tight_layout()
-    out = RESULTS_DIR / f"{RESULT_NAME}_sweep.png"
+    out = RESULTS_DIR / f"{name}.png"
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return f"plot: {out}"
@@ -1096,7 +1096,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.plot_only:
-        print(plot_sweep(json.loads((RESULTS_DIR / f"{RESULT_NAME}_sweep.json").read_text(encoding="utf-8"))))
+        name = f"{args.results_name or RESULT_NAME}_sweep"
+        print(plot_sweep(json.loads((RESULTS_DIR / f"{name}.json").read_text(encoding="utf-8")), name))
         return 0
     machine = machine_info()  # before any work: its load average is the other jobs'
     device = resolve_device(args.device)
@@ -1168,6 +1169,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def finish(result: dict, render, name: str, no_save: bool) -> int:
     """Note the load after the run, print the markdown ``render`` makes and save it as ``name``."""
+    result["results_name"] = name  # the sweep's report names its plot after it
     result["load_average_after"] = list(load_average() or [])
     result["load_note"] = load_note(result["machine"]["load_average"], result["machine"]["cores"],
                                     result["load_average_after"])
@@ -1177,7 +1179,7 @@ def finish(result: dict, render, name: str, no_save: bool) -> int:
         return 0
     md_path, json_path = save_results(name, text, result)
     if "sweep" in result:
-        print(plot_sweep(result), file=sys.stderr)
+        print(plot_sweep(result, name), file=sys.stderr)
     print(text)
     print(f"results: {md_path} and {json_path}", file=sys.stderr)
     return 0

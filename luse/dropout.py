@@ -16,6 +16,8 @@ devices (GPUs) torch's fused dropout is already cheap and runs as is.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,9 +33,7 @@ def keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.devic
     threshold = round(p * LANE_VALUES)
     if threshold >= LANE_VALUES:
         return torch.zeros(shape, dtype=torch.bool, device=device), 0.0
-    count = 1
-    for size in shape:
-        count *= size
+    count = math.prod(shape)
     words = torch.empty(-(-count // LANES_PER_WORD), dtype=torch.int64, device=device)
     words.random_(-(1 << 63), (1 << 63) - 1)  # the full 64 bits (plain random_() leaves the top bit 0)
     lanes = words.view(torch.int16)[:count].view(shape)  # signed: uniform over [-2**15, 2**15)
