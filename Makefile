@@ -46,7 +46,7 @@ pretrain:  ## the main job: LUSE pretraining with the default config (ARGS="key=
 	$(BIN)/accelerate launch recipes/pretrain_luse.py $(ARGS)
 
 synonym-cache:  ## build the EDA synonym cache once (VECTORS=, THESAURUS=, OUT=)
-	$(PY) -m augment.build_cache --vectors $(VECTORS) --thesaurus $(THESAURUS) $(if $(OUT),--out $(OUT)) $(ARGS)
+	$(BIN)/luse synonym-cache --vectors $(VECTORS) --thesaurus $(THESAURUS) $(if $(OUT),--out $(OUT)) $(ARGS)
 
 bench:  ## quick benchmarks on this machine; results in benchmarks/results/
 	$(PY) benchmarks/run_all.py --quick $(ARGS)

@@ -37,7 +37,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from math import log
 
-from augment.segment import Segmenter
+from luse.augment.segment import Segmenter
+
 from luse.errors import InputError
 
 OPERATIONS = ("sr", "ri", "rs", "rd")

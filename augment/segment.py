@@ -5,14 +5,9 @@ Chinese is segmented with jieba's dictionary; other languages (``"ws"``) by whit
 Why not just call ``jieba.cut``
 -------------------------------
 EDA segments every training sentence once per epoch, so segmentation is the hot path of text
-augmentation. Sentences per CPU second on one core, 5,000 People's Daily sentences of 38
-characters on average, the same dictionary (measured on a shared machine):
-
-==============================================  ==============
-``jieba.cut(HMM=False)``                          ~6,200 sent/s
-pure-Python route of this module (``"python"``)  ~14,600 sent/s
-jieba-rs through ``rjieba`` (``"rust"``)         ~85,000 sent/s
-==============================================  ==============
+augmentation. ``jieba.cut`` walks its route in Python per sentence; this module's two backends
+below are measured against it in ``benchmarks/results/eda_throughput.md`` (segmentation alone, same
+dictionary): jieba-rs is the fastest, the fused pure-Python route next.
 
 The HMM only guesses out-of-vocabulary words, and EDA can only edit words that have synonyms,
 which are dictionary words by construction (the synonym vocabulary is added to the dictionary).
@@ -23,7 +18,7 @@ apart from the two token-list conventions below:
 - ``"rust"``: jieba-rs (the ``rjieba`` package, a luse dependency), the same dictionary and
   route in compiled code. Used whenever ``rjieba`` imports.
 - ``"python"``: jieba's own model (its prefix dictionary and maximum-probability route) in one
-  fused loop over log-probabilities compiled once per process (about 2 s and 130 MB).
+  fused loop over log-probabilities compiled once per process (a one-off cost at first use).
 
 ``hmm=True`` delegates to jieba.
 
@@ -187,7 +182,7 @@ _dictionary_lock = threading.Lock()
 
 
 def jieba_dictionary() -> _JiebaDictionary:
-    """The process's jieba dictionary, loaded on first use (a second or two).
+    """The process's jieba dictionary, loaded on first use (once per process).
 
     Loading once per process keeps DataLoader workers cheap: with ``fork`` they inherit it
     from the parent when the parent segmented anything before starting them.
@@ -227,7 +222,7 @@ _rust_dictionary: _RustDictionary | None = None
 
 
 def rust_dictionary() -> _RustDictionary:
-    """The process's jieba-rs dictionary (about 0.2 s to load)."""
+    """The process's jieba-rs dictionary, loaded on first use."""
     global _rust_dictionary
     if _rust_dictionary is None:
         with _dictionary_lock:

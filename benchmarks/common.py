@@ -44,7 +44,7 @@ BUSY_LOAD_FRACTION = 0.5
 if str(ROOT) not in sys.path:  # so `python benchmarks/x.py` can import luse from a plain checkout
     sys.path.insert(0, str(ROOT))
 
-from luse.atomic import atomic_write_text  # noqa: E402
+from luse.io import atomic_write_text  # noqa: E402
 
 # --- the machine ------------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ Each tool gets the same People's Daily sentences. Ours makes 4 EDA views per sen
 RS, RD, as LUSE uses); nlpcda's ``Similarword(create_num=5, change_rate=0.3)`` returns the
 sentence plus up to 4 synonym-replaced variants. Both segment with jieba's dictionary extended
 with their synonym vocabulary: nlpcda with HIT Cilin, ours with our synonym cache when
-``augment.synonym_cache`` is there, else with the same Cilin groups (``--synonyms``).
+``luse.augment.synonyms.store`` is there, else with the same Cilin groups (``--synonyms``).
 
 Timing is CPU time of this process (``time.process_time``) pinned to one core, the best of
 ``--repeats`` interleaved runs, so other processes on the machine disturb it less than wall
@@ -43,11 +43,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from augment.eda import EDA  # noqa: E402
-from augment.segment import Segmenter, jieba_dictionary  # noqa: E402
+from luse.augment.eda import EDA  # noqa: E402
+from luse.augment.segment import Segmenter, jieba_dictionary  # noqa: E402
+
 from benchmarks.common import cpu_model, versions  # noqa: E402
-from luse.atomic import atomic_write_text  # noqa: E402
-from luse.resources import cilin, package_dir  # noqa: E402
+from luse.io import (  # noqa: E402
+    atomic_write_text,  # noqa: E402
+    cilin,
+    package_dir,
+)
 
 RESULTS = ROOT / "benchmarks" / "results"
 VIEWS = 4
@@ -63,7 +67,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="other sentences that warm our synonym memo before each run (default 10000)")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved runs per tool; best counts (default 5)")
     parser.add_argument("--synonyms", choices=("auto", "cilin", "cache"), default="auto",
-                        help="cache: our synonym cache (augment.synonym_cache, built if missing); cilin: the "
+                        help="cache: our synonym cache (luse.augment.synonyms.store, built if missing); cilin: the "
                              "thesaurus nlpcda uses, like for like; auto (default): cache if the module exists")
     parser.add_argument("--core", type=int, default=None, help="CPU core to pin to (default: the last allowed)")
     parser.add_argument("--quick", action="store_true", help="1000 sentences, 3 repeats, 2000 warm-up")
@@ -103,10 +107,10 @@ def cilin_synonyms() -> tuple[Callable[[str], Sequence[str]], list[str]]:
 def load_synonyms(kind: str) -> tuple[Callable[[str], Sequence[str]], list[str], str]:
     if kind in ("cache", "auto"):
         try:
-            from augment.synonym_cache import load_or_build_default
+            from luse.augment.synonyms.build import load_or_build_default
         except ImportError:
             if kind == "cache":
-                raise SystemExit("augment.synonym_cache is not available; use --synonyms cilin") from None
+                raise SystemExit("luse.augment.synonyms.store is not available; use --synonyms cilin") from None
         else:
             cache = load_or_build_default(build_if_missing=True)
             return cache.synonyms, list(cache.vocab), f"synonym cache ({len(cache):,} words)"

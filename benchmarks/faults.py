@@ -9,8 +9,8 @@ the exports present must load, and a half-written save may leave only hidden ``.
 leftovers, which the resumed run must ignore (it resumes from the newest complete step) and clean.
 Which phase each kill hit comes from the child's ``PHASE`` lines and from what it left on disk.
 
-Synonym cache and export: the child rewrites an existing cache file (``augment.build_cache``) or
-export directory (``luse.export.export_encoder``) in a loop and is killed at a random moment;
+Synonym cache and export: the child rewrites an existing cache file (``luse.augment.synonyms.build``) or
+export directory (``luse.model.export.export_encoder``) in a loop and is killed at a random moment;
 the file or directory must still load and hold exactly the old content. The cache child writes
 its file through a slow disk (every write call waits 0.1 s): the file write of a small cache
 takes about a millisecond, and kills would otherwise only ever hit the computation before it.
@@ -178,7 +178,7 @@ def load_export(path: Path) -> dict:
 
 def check_run_dir(out: Path) -> list[str]:
     """Problems with a (possibly killed) training output directory: corrupt checkpoints or exports."""
-    from luse.checkpoint import list_checkpoints
+    from luse.train.checkpoint import list_checkpoints
 
     problems = []
     for checkpoint in list_checkpoints(out):
@@ -250,7 +250,7 @@ def killed_training(model: Path, work: Path, kills: int, steps: int, workers: in
 
 
 def latest_step(out: Path) -> int:
-    from luse.checkpoint import list_checkpoints
+    from luse.train.checkpoint import list_checkpoints
 
     found = list_checkpoints(out)
     return int(found[-1].name.split("-")[1]) if found else 0
@@ -302,7 +302,7 @@ def write_vectors(path: Path, words: int = 3000, dim: int = 32, seed: int = 0) -
 
 
 def cache_content(path: Path) -> tuple:
-    from augment.synonym_cache import SynonymCache
+    from luse.augment.synonyms.store import SynonymCache
 
     with SynonymCache.load(path, verify=True) as cache:
         return list(cache.vocab), cache.neighbour_ids.copy(), cache.scores.copy()
@@ -319,7 +319,7 @@ def killed_writes(kind: str, source: Path, target: Path, work: Path, kills: int,
     """Rewrite ``target`` in a child and kill it ``kills`` times; the old content must survive each kill."""
     import numpy as np
 
-    from luse.atomic import cleanup_stale
+    from luse.io import cleanup_stale
 
     def content():
         if kind == "cache":
@@ -488,8 +488,8 @@ def markdown(results: dict) -> str:
             for i, (k, phase) in enumerate(zip(kills, kill_phases(kills)))]
     lines += [markdown_table(["kill", "after (s)", "phase hit", "left on disk", "next run resumed from",
                               "checkpoints + exports load"], rows, "rrllll"), ""]
-    for kind, title in (("cache", "the synonym cache (augment.build_cache)"),
-                        ("export", "an export (luse.export.export_encoder)")):
+    for kind, title in (("cache", "the synonym cache (luse.augment.synonyms.build)"),
+                        ("export", "an export (luse.model.export.export_encoder)")):
         part = results[kind]
         lines += [f"## SIGKILL while rewriting {title}", "",
                   f"**{part['intact']} of {part['tried']} kills left the old {kind} loadable and identical**; "

@@ -3,7 +3,7 @@
 A lent GPU machine (see the developers' guide) has torch, transformers, accelerate and
 sentence-transformers, but none of the PyPI data packages luse reads offline, and what travels
 there is capped (64 MiB with the working tree).  This writes ``.gpu/site/`` (git-ignored), laid
-out as those packages are, so that ``PYTHONPATH=.gpu/site`` makes :mod:`luse.resources` find them:
+out as those packages are, so that ``PYTHONPATH=.gpu/site`` makes :mod:`luse.io` find them:
 
 - ``embedding/m3e-small/``: m3e-small's config and tokenizer, its weights stored in bf16
   (48 MB instead of 96); ``gpu_check.sh`` writes them back as float32 before anything runs, so
@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from luse.resources import m3e_small, peoples_daily  # noqa: E402
+from luse.io import m3e_small, peoples_daily  # noqa: E402
 
 MODEL_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 CARRY_LIMIT_MIB = 64  # the device tool's cap on the working tree plus carried paths

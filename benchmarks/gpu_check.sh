@@ -28,7 +28,7 @@ log="$OUT/gpu_check.log"
   "$PY" - "$SITE" <<'EOF'
 import pathlib, sys, torch
 from safetensors.torch import load_file, save_file
-from luse.resources import m3e_small
+from luse.io import m3e_small
 path = pathlib.Path(sys.argv[1]) / "embedding" / "m3e-small" / "model.safetensors"
 assert m3e_small() == path.parent, f"luse reads m3e-small from {m3e_small()}, not the bundle"
 state = load_file(str(path))

@@ -4,7 +4,7 @@ Every trained row starts from the same base model, reads the same unlabelled sen
 same number of optimizer steps with the same batch size (sentences per step), learning rate,
 schedule (linear, 10% warm-up), temperature (0.05, i.e. sentence-transformers' ``scale=20``),
 gradient clipping (1.0), maximum length and pooling. Each row is then scored on every STS file by
-``luse.evaluation.evaluate_sts`` (cosine Spearman x100), raw and BERT-whitened, with the same
+``luse.eval.sts.evaluate_sts`` (cosine Spearman x100), raw and BERT-whitened, with the same
 evaluation maximum length (64 tokens) and the pooling it was trained with.
 
 Rows (``--rows``):
@@ -25,7 +25,7 @@ Rows (``--rows``):
                   Pooling(P))`` + ``MultipleNegativesRankingLoss(scale=20)`` on ``(s, s)`` pairs, trained by
                   its own ``SentenceTransformerTrainer`` (AdamW, linear schedule, the same warm-up steps).
 
-The luse rows run the real recipes (``luse.runner.run_recipe``) in subprocesses, with key=value
+The luse rows run the real recipe scripts (``recipes/*.py``) in subprocesses, with key=value
 overrides, into temporary output directories; their ``final/`` export is what gets scored.
 Pooling is ``cls`` by default for every row (``--pooling mean`` for mean pooling): BERT's
 ``pooler`` (luse's recipe default) has no plain sentence-transformers equivalent to train the peer with.
@@ -191,7 +191,7 @@ def train_luse(row: str, args: argparse.Namespace, corpus: Path, out: Path, log:
     recipe, overrides = LUSE_ROWS[row]
     batch = args.eda_batch_size if nine_views(row) else args.batch_size
     if row == "luse_eda_cilin":
-        from augment.build_cache import main as build_cache
+        from luse.augment.synonyms.build import main as build_cache
 
         cache = out.parent / "cilin.lsc"
         if not cache.exists():
@@ -234,7 +234,7 @@ def train_peer(args: argparse.Namespace, sentences: list[str], out: Path, log: P
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
     from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
 
-    from luse.resources import resolve_model
+    from luse.io import resolve_model
 
     transformer = Transformer(resolve_model(args.model), max_seq_length=args.max_length)
     pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode=args.pooling)
@@ -279,7 +279,7 @@ class PeerEncoder:
 
 def score(encoder, sts_sets, pooling: str) -> dict[str, dict[str, float | None]]:
     """``{file: {"raw": x, "whiten": y}}`` Spearman x100 (None where undefined)."""
-    from luse.evaluation import evaluate_sts
+    from luse.eval.sts import evaluate_sts
 
     results = evaluate_sts(encoder, sts_sets, poolings=[pooling], whitening=(False, True), batch_size=64)
     return {name: {"raw": _clean(row[pooling]), "whiten": _clean(row[f"{pooling}+whiten"])}
@@ -291,8 +291,8 @@ def _clean(value: float) -> float | None:
 
 
 def run_row(row: str, args: argparse.Namespace, sentences: list[str], corpus: Path, sts_sets, work: Path) -> dict:
-    from luse.encoder import SentenceEncoder
-    from luse.export import load_encoder
+    from luse.model.encoder import SentenceEncoder
+    from luse.model.export import load_encoder
 
     out, log = work / row, work / f"{row}.log"
     print(f"=== {row}: {TITLES[row]}", flush=True)
@@ -383,7 +383,7 @@ def plot(data: dict, path: Path) -> str:
         import matplotlib.pyplot as plt
     except ImportError:
         return "No plot: matplotlib is not installed in this environment (`pip install matplotlib` to get quality.png)."
-    from luse.atomic import atomic_open
+    from luse.io import atomic_open
 
     rows = [r for r in data["rows"] if r["scores"]]
     files = data["sts_files"]

@@ -1,4 +1,4 @@
-"""Reading word2vec files: gensim ``KeyedVectors.load_word2vec_format`` against ``augment.sources.load_word2vec``.
+"""Reading word2vec files: gensim ``KeyedVectors.load_word2vec_format`` against ``luse.augment.synonyms.sources.load_word2vec``.
 
 gensim parses a text file line by line in Python; ``load_word2vec`` parses blocks of lines with
 pyarrow's CSV reader into one preallocated float32 array (bitwise equal to gensim's, see
@@ -78,8 +78,7 @@ def child(reader: str, path: str, fmt: str, limit: str) -> dict:
     import faiss  # noqa: F401 - imports are not part of the reading
     import pyarrow.csv  # noqa: F401
     from gensim.models import KeyedVectors
-
-    from augment import sources
+    from luse.augment.synonyms import sources
 
     limit_words = None if limit == "none" else int(limit)
     started, cpu = time.perf_counter(), time.process_time()
@@ -102,7 +101,7 @@ def measure(reader: str, path: Path, fmt: str, limit: int | None = None) -> dict
 def write_real_files(folder: Path) -> dict[str, Path]:
     """The real 55k vectors as word2vec text (six decimals, like benchmarks/synonym_cache.py), .gz and binary."""
     sys.path.insert(0, str(ROOT))
-    from augment import sources
+    from luse.augment.synonyms import sources
 
     real = sources.load_default_vectors()
     text, binary, packed = folder / "real-55k.txt", folder / "real-55k.bin", folder / "real-55k.txt.gz"
@@ -190,7 +189,7 @@ def render(data: dict, note: str) -> str:
     lines = [
         "# Reading word2vec files",
         "",
-        "`gensim`: `KeyedVectors.load_word2vec_format`. `luse`: `augment.sources.load_word2vec` (text: pyarrow "
+        "`gensim`: `KeyedVectors.load_word2vec_format`. `luse`: `luse.augment.synonyms.sources.load_word2vec` (text: pyarrow "
         "blocks into one float32 array, bitwise equal to gensim; binary: gensim, then the same checks and "
         "normalisation). Wall-clock seconds of one run each, in a fresh process after the imports (pyarrow may use "
         "both cores: CPU seconds say how much it used); peak RSS of that process, imports included.",

@@ -1,7 +1,7 @@
 """Retrieval: recall@10 of approximate faiss search (IVF, HNSW) against exact search, on real sentence vectors.
 
 The corpus is People's Daily 1998 (the built-in ``peoples-daily``, about 43k clean sentences),
-encoded with m3e-small through ``luse.retrieval.encode_file`` (the streamed ``luse encode`` path).
+encoded with m3e-small through ``luse.eval.retrieval.encode_file`` (the streamed ``luse encode`` path).
 The last ``--queries`` sentences are held out as queries; the others are indexed. For each index
 kind the benchmark reports build time, search time per query and recall@10: the fraction of the
 exact top 10 (``flat``, brute force) that the approximate index also returns, averaged over the
@@ -37,8 +37,15 @@ from common import (
     versions,
 )
 
-from luse.atomic import atomic_write_text
-from luse.retrieval import HNSW_EF_SEARCH, build_index, default_nlist, default_nprobe, load_vectors, search
+from luse.eval.retrieval import (
+    HNSW_EF_SEARCH,
+    build_index,
+    default_nlist,
+    default_nprobe,
+    load_vectors,
+    search,
+)
+from luse.io import atomic_write_text
 
 NPROBES = (1, 2, 4, 8, 16, 32, 64, 128)
 EF_SEARCHES = (16, 32, 64, 128, 256)
@@ -65,8 +72,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def encode_corpus(args: argparse.Namespace, sentences: list[str]) -> tuple[np.ndarray, dict]:
     """The corpus vectors, encoded by the streamed ``luse encode`` path (or reused from ``--vectors``)."""
-    from luse.cli import load_model
-    from luse.retrieval import encode_file
+    from luse.cli.main import load_model
+    from luse.eval.retrieval import encode_file
 
     sidecar = None if args.vectors is None else args.vectors.with_suffix(".json")
     if args.vectors is not None and args.vectors.is_file():
@@ -153,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     limited = "" if args.limit is None else (
         f" (the first {len(sentences)} sentences of the corpus, `--limit {args.limit}`, less the queries)")
     encoded = (f"encoded in {encoding['seconds']} s ({encoding['sentences_per_second']} sentences/s, CPU, "
-               f"through `luse.retrieval.encode_file`)" if "seconds" in encoding else "encoded earlier")
+               f"through `luse.eval.retrieval.encode_file`)" if "seconds" in encoding else "encoded earlier")
     if "reused" in encoding:
         encoded += f"; vectors reused from `{encoding['reused']}` (`--vectors`)"
     note = load_note(machine["load_average"], machine["cores"])

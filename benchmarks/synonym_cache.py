@@ -9,7 +9,7 @@ Methods
 ``gensim``  ``KeyedVectors.most_similar(word, topn=11)`` one word at a time, as EDA code usually
             does: timed on ``--gensim-sample`` words (300) and extrapolated linearly to the whole
             vocabulary (each call scans all V vectors, so the full loop costs V x the mean call).
-``exact``   :func:`augment.build_cache.find_neighbours` with ``index="exact"`` (faiss brute force
+``exact``   :func:`luse.augment.synonyms.build.find_neighbours` with ``index="exact"`` (faiss brute force
             in batches). Run in full up to ``--exact-full-max`` words; above that, timed on
             ``--exact-sample`` query words and extrapolated linearly in the number of queries.
 ``ivf``     ``index="ivf"``: k-means lists and a BLAS self-join, nprobe calibrated to recall 0.95;
@@ -65,10 +65,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from common import save_results, write_word2vec_files  # noqa: E402
-
-from augment import build_cache as bc  # noqa: E402
-from augment import sources  # noqa: E402
-from augment.synonym_cache import SynonymCache, write_cache  # noqa: E402
+from luse.augment.synonyms import build as bc  # noqa: E402
+from luse.augment.synonyms import sources  # noqa: E402
+from luse.augment.synonyms.store import SynonymCache, write_cache  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 TARGET_WORDS = 8_000_000
@@ -367,7 +366,7 @@ def render(report: dict) -> str:
         scale = TARGET_WORDS / read["words"]
         lines += ["## Reading the vectors", "",
                   f"The real {read['words']:,} x 200 vectors, written out as word2vec files and read back with "
-                  f"`augment.sources` (gensim, then in-place normalisation); 8M extrapolated linearly.", "",
+                  f"`luse.augment.synonyms.sources` (gensim, then in-place normalisation); 8M extrapolated linearly.", "",
                   "| source | measured | 8M x 200 |", "|---|---:|---:|",
                   f"| word2vec text | {read['text_s']} s | {_duration(read['text_s'] * scale)} |",
                   f"| word2vec binary | {read['binary_s']} s | {_duration(read['binary_s'] * scale)} |",

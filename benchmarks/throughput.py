@@ -7,15 +7,15 @@ batch, and the median step time after a few warm-up steps is reported.
 
 Sides
 -----
-``luse``   the library's own path: :class:`luse.encoder.SentenceEncoder` (default pooling, with the
-           exact savings of :mod:`luse.fastpath`: per-token layers on real tokens only, [CLS]-only last
+``luse``   the library's own path: :class:`luse.model.encoder.SentenceEncoder` (default pooling, with the
+           exact savings of :mod:`luse.model.fastpath`: per-token layers on real tokens only, [CLS]-only last
            layer, length-sorted chunks of 64 rows),
-           :meth:`luse.objectives.ViewsObjective.collate` (each distinct text tokenised once, the
+           :meth:`luse.objectives.views.ViewsObjective.collate` (each distinct text tokenised once, the
            dropout copies repeat its rows), one forward over all views (under bf16 autocast where
            the trainer's ``mixed_precision=auto`` would use it), ``objective.loss``
            (``simcse_unsup`` for 2 views, ``luse`` for more), AdamW from
-           :func:`luse.trainer.build_optimizer`; ``--grad-cache-chunk`` runs
-           :func:`luse.gradcache.grad_cache_step` as the trainer does.
+           :func:`luse.train.loop.build_optimizer`; ``--grad-cache-chunk`` runs
+           :func:`luse.train.gradcache.grad_cache_step` as the trainer does.
 ``peer``   sentence-transformers' unsupervised SimCSE: a ``SentenceTransformer`` built from the same
            directory (``Transformer`` + ``Pooling("cls")``) and ``MultipleNegativesRankingLoss``
            (scale 20 = temperature 0.05) on ``(s, s)`` pairs.  The step is written by hand on its
@@ -141,10 +141,10 @@ class RunSpec:
     attn: str = "sdpa"
     compile: bool = False
     adamw_kernel: str = "library"  # luse only: "library" (as build_optimizer builds it), "fused" or "default"
-    chunk_rows: int = 64  # luse only: luse.fastpath length chunks (0: one padded block)
+    chunk_rows: int = 64  # luse only: luse.model.fastpath length chunks (0: one padded block)
     cls_only: bool = True  # luse only: [CLS]-only last layer
     unpad: bool = True  # luse only: per-token layers on real tokens only
-    fast_dropout: bool = True  # luse only: luse.dropout's cheap CPU masks
+    fast_dropout: bool = True  # luse only: luse.model.dropout's cheap CPU masks
     precision: str = "auto"  # luse only: the trainer's mixed_precision (auto: bf16 where native, else fp32)
     label: str = ""
     corpus: str | None = None  # None: People's Daily; else a text file (a sentence a line) or an STS .tsv
@@ -198,7 +198,7 @@ class ModelShape:
         ``tokens``: what the per-token layers run on, ``rows * length`` or, unpadded, the real ones.
 
         ``cls_only``: the last layer computes keys and values for every token and the rest for
-        [CLS] alone (luse.fastpath).
+        [CLS] alone (luse.model.fastpath).
         """
         per_layer = self.layer_weights / self.layers
         total = 0.0
@@ -260,7 +260,7 @@ def benchmark_sentences(count: int, corpus: str | None = None) -> list[str]:
 
 
 class LuseSide:
-    """The library's training step (mirrors ``luse.trainer._micro_step`` without accelerate)."""
+    """The library's training step (mirrors ``luse.train.step.train_step`` without accelerate)."""
 
     def __init__(self, spec: RunSpec):
         import random
@@ -268,10 +268,10 @@ class LuseSide:
         import torch
 
         from luse.config import LossConfig, ViewsConfig
-        from luse.encoder import CLS_POOLINGS, SentenceEncoder
-        from luse.objectives import ViewsObjective
-        from luse.resources import m3e_small
-        from luse.trainer import build_optimizer
+        from luse.io import m3e_small
+        from luse.model.encoder import CLS_POOLINGS, SentenceEncoder
+        from luse.objectives.views import ViewsObjective
+        from luse.train.loop import build_optimizer
 
         self.spec, self.torch = spec, torch
         self.encoder = SentenceEncoder.from_pretrained(str(m3e_small()), max_length=spec.max_length,
@@ -305,8 +305,8 @@ class LuseSide:
                             f"({'fused' if self.optimizer.defaults.get('fused') else 'default kernel'})")
 
     def step(self, sentences: list[str]) -> tuple[dict[str, float], list[tuple[int, int]], int, float]:
-        from luse.gradcache import grad_cache_step
-        from luse.objectives import MODEL_INPUTS
+        from luse.objectives.base import MODEL_INPUTS
+        from luse.train.gradcache import grad_cache_step
 
         torch, spec = self.torch, self.spec
         start = time.perf_counter()
@@ -347,7 +347,7 @@ class LuseSide:
     def blocks(self, mask) -> list[tuple[int, int, int]]:
         """The ``(rows, padded length, tokens)`` blocks the encoder really runs (its length chunks;
         ``tokens``: real ones when unpadded)."""
-        from luse.fastpath import length_chunks
+        from luse.model.fastpath import length_chunks
 
         def block(part) -> tuple[int, int, int]:
             rows, width = part.shape
@@ -375,7 +375,7 @@ class PeerSide:
         from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
         from transformers import TrainingArguments
 
-        from luse.resources import m3e_small
+        from luse.io import m3e_small
 
         if spec.views != 2:
             raise SystemExit("the sentence-transformers side is SimCSE: exactly 2 views")
@@ -643,10 +643,10 @@ def run_sweep(base: RunSpec, main: dict, seconds: float) -> dict:
 
 
 def library_adamw_is_fused() -> bool:
-    """Whether :func:`luse.trainer.build_optimizer` picks the fused AdamW kernel (asked on a tiny model)."""
+    """Whether :func:`luse.train.loop.build_optimizer` picks the fused AdamW kernel (asked on a tiny model)."""
     import torch
 
-    from luse.trainer import build_optimizer
+    from luse.train.loop import build_optimizer
 
     return bool(build_optimizer(torch.nn.Linear(2, 2), LEARNING_RATE, 0.0).defaults.get("fused"))
 
@@ -667,7 +667,7 @@ def explore_variants(base: RunSpec, cores: int) -> list[RunSpec]:
                 replace(base, chunk_rows=0, label="no length chunks (one padded block)"),
                 replace(base, cls_only=False, label="full last layer (no [CLS]-only)"),
                 replace(base, unpad=False, label="padded per-token layers (no unpadding)"),
-                replace(base, fast_dropout=False, label="torch's dropout instead of luse.dropout's masks"),
+                replace(base, fast_dropout=False, label="torch's dropout instead of luse.model.dropout's masks"),
                 replace(base, chunk_rows=0, cls_only=False, unpad=False, fast_dropout=False,
                         label="none of them: the plain forward of earlier releases")]
     if luse_uses_bf16(base.precision, base.device):
@@ -768,8 +768,8 @@ def time_tokenization(spec: RunSpec, reps: int = 20) -> dict:
     """Tokenising a step's texts: each distinct text once (luse) against every copy, and per column."""
     from transformers import AutoTokenizer
 
-    from luse.objectives import tokenize_unique
-    from luse.resources import m3e_small
+    from luse.io import m3e_small
+    from luse.objectives.base import tokenize_unique
 
     tokenizer = AutoTokenizer.from_pretrained(str(m3e_small()))
     sentences = benchmark_sentences(spec.batch, spec.corpus)
@@ -1025,7 +1025,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def luse_uses_bf16(precision: str, device: str) -> bool:
     """Whether the trainer's ``mixed_precision=precision`` means bf16 autocast on ``device``."""
-    from luse.trainer import resolve_mixed_precision
+    from luse.train.precision import resolve_mixed_precision
 
     return resolve_mixed_precision(precision, device) == "bf16"
 

@@ -34,7 +34,8 @@ class ModelConfig:
     chunk_rows: int = 64
     cls_only: bool = True
     unpad: bool = True
-    # Dropout masks drawn 64 bits at a time on CPUs (luse/dropout.py): same distribution, ~1.2x faster steps.
+    # Dropout masks drawn 64 bits at a time on CPUs (luse/model/dropout.py): same distribution, cheaper
+    # (benchmarks/results/throughput.md, --explore).
     fast_dropout: bool = True
 
 
@@ -75,7 +76,7 @@ class LossConfig:
     scale: float = 20.0  # cosent
     gather: bool = True  # negatives from every process (all-gather with gradient)
     queue_size: int = 0  # >0: a FIFO queue of this many momentum-encoder embeddings as extra negatives
-    momentum: float = 0.995  # EMA factor of the momentum encoder that fills the queue (luse.momentum)
+    momentum: float = 0.995  # EMA factor of the momentum encoder that fills the queue (luse.objectives.momentum)
     # luse: "share" (LUSE's target, positives split probability 1) or "each" (a softmax per positive
     # over it and the negatives; see luse/losses/luse.py). The same for 2 views.
     positives: str = "share"
@@ -83,7 +84,7 @@ class LossConfig:
 
 @dataclass
 class Seq2SeqConfig:
-    """RoFormer-Sim (luse.seq2seq): UniLM generation + contrastive CLS loss on similar pairs."""
+    """RoFormer-Sim (luse.model.seq2seq): UniLM generation + contrastive CLS loss on similar pairs."""
 
     mask_rate: float = 0.15  # share of source tokens replaced by [MASK] (BART-style noise)
     lm_weight: float = 1.0  # weight of the generation (LM) loss
@@ -141,9 +142,14 @@ class TrainConfig:
     distill: DistillConfig = field(default_factory=DistillConfig)
 
 
+# The recipe that trains each loss.name: a recipe given another recipe's loss says which one to use.
+LOSS_RECIPES = {"luse": "pretrain_luse", "simcse_unsup": "simcse_unsup", "simcse_sup": "simcse_sup",
+                "cosent": "cosent", "cross_bce": "cross_encoder", "cross_mse": "cross_encoder",
+                "roformer_sim": "roformer_sim"}
+
 CHOICES = {
     "model.pooling": ("pooler", "cls", "mean", "first_last_avg"),
-    "loss.name": ("luse", "simcse_unsup", "simcse_sup", "cosent", "cross_bce", "cross_mse", "roformer_sim"),
+    "loss.name": tuple(LOSS_RECIPES),
     "mixed_precision": ("auto", "no", "fp16", "bf16"),
     "on_nan": ("stop", "skip"),
     "report_to": ("tensorboard", "none"),
@@ -191,6 +197,22 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         # Name the file the user has to fix (the value may also come from an override).
         where = f"{path} (with the command-line overrides)" if overrides else str(path)
         raise InputError(where, err.expected, err.got) from None
+    return config
+
+
+def read_config(default_yaml: str | Path, argv: list[str], *,
+                losses: tuple[str, ...] | None = None) -> TrainConfig:
+    """A recipe's config from its command line ``[--config FILE] key=value ...`` over ``default_yaml``.
+
+    ``losses``: the ``loss.name`` values the recipe trains, checked here once (None: the recipe does
+    not read ``loss.name``). Every later step can rely on it.
+    """
+    path, overrides = split_argv(argv)
+    config = load_config(path or default_yaml, overrides)
+    name = config.loss.name
+    if losses is not None and name not in losses:
+        raise InputError("config", f"loss.name to be one of {', '.join(losses)} in this recipe "
+                         f"(loss.name={name} trains with recipes/{LOSS_RECIPES[name]}.py)", got=name)
     return config
 
 
@@ -322,6 +344,15 @@ def validate(config: TrainConfig) -> None:
     if config.loss.queue_size < 0 or not 0.0 <= config.loss.momentum <= 1.0:
         raise InputError("config", "loss.queue_size >= 0 and loss.momentum in [0, 1]",
                          f"queue_size={config.loss.queue_size} momentum={config.loss.momentum}")
+    distill = config.distill
+    if distill.student_layers < 0:
+        raise InputError("config", "distill.student_layers >= 0", distill.student_layers)
+    if distill.lm_weight < 0 or distill.lm_weight > 0 and not distill.pairs:
+        raise InputError("config", "distill.lm_weight >= 0, and distill.pairs=FILE (similar sentences) "
+                         "when distill.lm_weight > 0", f"lm_weight={distill.lm_weight} pairs={distill.pairs}")
+    if distill.lm_weight > 0 and config.model.pooling != "cls":
+        raise InputError("config", "model.pooling=cls for a generator student (distill.lm_weight > 0): "
+                         "its sentence vector is the [CLS] state", config.model.pooling)
     if config.loss.queue_size and config.loss.name not in ("luse", "simcse_unsup", "simcse_sup"):
         raise InputError("config", "loss.queue_size=0 with this loss (the momentum queue serves luse, "
                          "simcse_unsup and simcse_sup)", f"loss.name={config.loss.name}")
@@ -332,6 +363,6 @@ def to_dict(config: TrainConfig) -> dict:
 
 
 def save_config(config: TrainConfig, path: Path) -> None:
-    from luse.atomic import atomic_write_text
+    from luse.io import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(to_dict(config), allow_unicode=True, sort_keys=False))

@@ -47,3 +47,10 @@ def fresh_accelerator_state():
     from accelerate.state import AcceleratorState
 
     AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def recipe_main(name: str):
+    """The ``main(argv)`` of ``recipes/NAME.py``, loaded without running the script (in-process runs)."""
+    import runpy
+
+    return runpy.run_path(str(REPO / "recipes" / f"{name}.py"))["main"]

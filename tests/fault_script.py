@@ -12,11 +12,11 @@ Usage::
     python tests/fault_script.py cache VECTORS_TXT OUT_LSC [--repeat N] [--slow-write SECONDS]
     python tests/fault_script.py export MODEL_DIR OUT_DIR [--repeat N]
 
-``train`` runs the real trainer (``luse.trainer.train``) on a tiny model with a checkpoint every
+``train`` runs the real trainer (``luse.train.loop.train``) on a tiny model with a checkpoint every
 step and an evaluation (with a best-model export) every ``--eval-every`` steps; ``--resume`` adds
-``resume=latest``. ``cache`` rebuilds the cache with ``augment.build_cache.build_cache`` (``--slow-write`` turns
+``resume=latest``. ``cache`` rebuilds the cache with ``luse.augment.synonyms.build.build_cache`` (``--slow-write`` turns
 the file write into a slow disk, ``PHASE file``, so kills land in it too) and
-``export`` re-exports the model with ``luse.export.export_encoder``, ``--repeat`` times each,
+``export`` re-exports the model with ``luse.model.export.export_encoder``, ``--repeat`` times each,
 so that a kill can land in the middle of a write that replaces an existing file or directory.
 """
 
@@ -55,10 +55,10 @@ def train_config(out_dir: str, steps: int, resume: bool, workers: int, eval_ever
 
 
 def run_train(args) -> None:
-    import luse.trainer as trainer
-    from luse.encoder import SentenceEncoder
-    from luse.export import export_encoder
-    from luse.objectives import ViewsObjective
+    import luse.train.loop as trainer
+    from luse.model.encoder import SentenceEncoder
+    from luse.model.export import export_encoder
+    from luse.objectives.views import ViewsObjective
 
     config = train_config(args.out, args.steps, args.resume, args.workers, args.eval_every)
     corpus = sentences()
@@ -98,14 +98,14 @@ def run_train(args) -> None:
                                               max_length=config.model.max_length)
     objective = ViewsObjective(encoder.tokenizer, config.model.max_length, config.views, config.loss)
     phase("start")  # from here: loading and resuming; the first step follows
-    first_step = trainer._micro_step
+    first_step = trainer.train_step
 
     def micro_step(*a, **k):
-        trainer._micro_step = first_step
+        trainer.train_step = first_step
         phase("step")
         return first_step(*a, **k)
 
-    trainer._micro_step = micro_step
+    trainer.train_step = micro_step
     result = trainer.train(config, objective, make_items, encoder=encoder, evaluate=evaluate, export=export)
     phase(f"done {result.step}")
 
@@ -136,11 +136,11 @@ def slow_file_writes(module, delay: float) -> None:
 
 
 def run_cache(args) -> None:
-    import augment.synonym_cache
-    from augment.build_cache import BuildConfig, build_cache
+    import luse.augment.synonyms.store
+    from luse.augment.synonyms.build import BuildConfig, build_cache
 
     if args.slow_write:
-        slow_file_writes(augment.synonym_cache, args.slow_write)
+        slow_file_writes(luse.augment.synonyms.store, args.slow_write)
     config = BuildConfig(vectors=args.source, thesaurus=None, stopwords=None, k=4, threshold=0.0, index="exact")
     for _ in range(args.repeat):
         phase("write")
@@ -150,8 +150,8 @@ def run_cache(args) -> None:
 
 
 def run_export(args) -> None:
-    from luse.encoder import SentenceEncoder
-    from luse.export import export_encoder
+    from luse.model.encoder import SentenceEncoder
+    from luse.model.export import export_encoder
 
     encoder = SentenceEncoder.from_pretrained(args.source, pooling="mean")
     for i in range(args.repeat):

@@ -19,8 +19,8 @@ import torch.distributed as dist
 from accelerate import Accelerator
 from torch import nn
 
-from luse.distributed import gather_with_grad, rank, world_size
 from luse.losses import cosent_loss, luse_loss, simcse_sup_loss, simcse_unsup_loss
+from luse.losses.distributed import gather_with_grad, rank, world_size
 
 GLOBAL_BATCH = 8
 INPUT_SIZE = 16
@@ -68,7 +68,7 @@ def embed_linear(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
 def tiny_bert_encoder(path: str) -> nn.Module:
     from transformers import AutoModel
 
-    from luse.encoder import SentenceEncoder
+    from luse.model.encoder import SentenceEncoder
 
     # No dropout: the two runs must see the very same function of their inputs.
     backbone = AutoModel.from_pretrained(path, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)

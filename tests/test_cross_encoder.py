@@ -12,9 +12,10 @@ from conftest import REPO
 from test_recipes import SENTENCES as ZH
 from test_recipes import launch
 
-from luse.config import load_config
-from luse.cross_encoder import CrossEncoder, build_cross_task, load_cross_encoder
+from luse.config import read_config
 from luse.errors import InputError
+from luse.model.cross_encoder import CrossEncoder, load_cross_encoder
+from luse.objectives.cross import cross_pairs
 
 PAIRS = [(ZH[i], ZH[(i * 5 + 1) % len(ZH)]) for i in range(len(ZH))]
 
@@ -69,14 +70,12 @@ def test_save_records_activation_and_loads_back(tiny_bert, tmp_path):
 def test_bce_labels_must_be_probabilities(tmp_path):
     pairs = tmp_path / "pairs.tsv"
     pairs.write_text(f"{ZH[0]}\t{ZH[1]}\t1\n{ZH[2]}\t{ZH[3]}\t4.5\n", encoding="utf-8")
-    config = load_config(None, ["loss.name=cross_bce", f"data.corpus=[{pairs}]"])
     with pytest.raises(InputError, match=r"pairs.tsv: expected labels in \[0, 1\].*4.5 in pair 2"):
-        build_cross_task(config, tokenizer=None)
-    config = load_config(None, ["loss.name=cross_mse", f"data.corpus=[{pairs}]"])
-    objective, items = build_cross_task(config, tokenizer=None)
-    assert sorted(row[2] for row in items(0)) == [1.0, 4.5]
+        list(cross_pairs(str(pairs), "cross_bce"))
+    assert sorted(row[2] for row in cross_pairs(str(pairs), "cross_mse")) == [1.0, 4.5]
+    yaml_file = REPO / "recipes" / "configs" / "cross_encoder.yaml"
     with pytest.raises(InputError, match="loss.name to be one of cross_bce, cross_mse"):
-        build_cross_task(load_config(None, ["loss.name=luse"]), tokenizer=None)
+        read_config(yaml_file, ["loss.name=luse"], losses=("cross_bce", "cross_mse"))
 
 
 def labelled_pairs(path, scored=False):
@@ -107,12 +106,11 @@ def test_recipe_trains_checkpoints_and_exports(tiny_bert, tmp_path, loss, activa
         assert result.returncode == 0, result.stderr[-3000:]
         assert "cross-encoder Spearman x100" in result.stdout + result.stderr
     else:  # in this process (faster): the same wiring as recipes/cross_encoder.py
-        from luse.cross_encoder import build_cross_encoder, build_cross_evaluator, export_cross_encoder
-        from luse.runner import run_recipe
+        from conftest import recipe_main
 
-        assert run_recipe("cross_encoder", REPO / "recipes" / "configs" / "cross_encoder.yaml", argv,
-                          build_model=build_cross_encoder, build_task=build_cross_task,
-                          export=export_cross_encoder, build_evaluator=build_cross_evaluator) == 0
+        from luse.train import exit_code
+
+        assert exit_code("cross_encoder", recipe_main("cross_encoder"), argv) == 0
     final = out / "final"
     model = AutoModelForSequenceClassification.from_pretrained(final)  # plain HF, no luse needed
     assert model.config.num_labels == 1 and model.config.luse_score_activation == activation
@@ -126,7 +124,6 @@ def test_recipe_trains_checkpoints_and_exports(tiny_bert, tmp_path, loss, activa
 
 
 def test_sentence_vector_recipes_refuse_cross_losses():
-    from luse.runner import build_task
-
-    with pytest.raises(InputError, match="use recipes/cross_encoder.py"):
-        build_task(load_config(None, ["loss.name=cross_mse"]), tokenizer=None)
+    yaml_file = REPO / "recipes" / "configs" / "pretrain_luse.yaml"
+    with pytest.raises(InputError, match="trains with recipes/cross_encoder.py"):
+        read_config(yaml_file, ["loss.name=cross_mse"], losses=("luse", "simcse_unsup"))

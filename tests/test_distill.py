@@ -11,7 +11,7 @@ import torch
 from test_seq2seq import PAIRS, plain_generator_outputs
 
 from luse.errors import InputError
-from luse.losses import LOSSES, SimilarityDistillLoss, similarity_distill_loss
+from luse.losses import SimilarityDistillLoss, similarity_distill_loss
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -76,7 +76,6 @@ def test_teacher_gets_no_gradient_and_module_matches_function():
     torch.testing.assert_close(loss, similarity_distill_loss(student, teacher, weight=10.0), rtol=0, atol=0)
     loss.backward()
     assert teacher.grad is None and student.grad is not None
-    assert LOSSES["distill"] is SimilarityDistillLoss
     assert "weight=10.0" in repr(SimilarityDistillLoss(weight=10.0))
 
 
@@ -130,7 +129,8 @@ def test_student_cosine_matrix_approaches_the_teacher(tmp_path, tiny_bert):
     import random
 
     from luse.data.corpus import peoples_daily_sentences
-    from luse.distill import DistillObjective, load_teacher, student_from_teacher
+    from luse.model.student import load_teacher, student_from_teacher
+    from luse.objectives.distill import DistillObjective
 
     sentences = peoples_daily_sentences(300, max_chars=40)
     train, held_out = sentences[:260], sentences[260:]
@@ -164,8 +164,9 @@ def test_student_cosine_matrix_approaches_the_teacher(tmp_path, tiny_bert):
 def test_teacher_reads_its_own_tokens_when_tokenizers_differ(tiny_bert):
     import random
 
-    from luse.distill import DistillObjective, load_teacher
-    from luse.encoder import SentenceEncoder
+    from luse.model.encoder import SentenceEncoder
+    from luse.model.student import load_teacher
+    from luse.objectives.distill import DistillObjective
 
     teacher = load_teacher(str(tiny_bert), max_length=8)  # another max_length: other tokens
     student = SentenceEncoder.from_pretrained(str(tiny_bert)).eval()
@@ -181,7 +182,7 @@ def test_teacher_reads_its_own_tokens_when_tokenizers_differ(tiny_bert):
 
 
 def test_student_layers_copy_embeddings_lower_layers_and_pooler(tiny_bert):
-    from luse.distill import load_teacher, student_from_teacher
+    from luse.model.student import load_teacher, student_from_teacher
 
     teacher = load_teacher(str(tiny_bert))
     student = student_from_teacher(teacher, layers=1)
@@ -204,7 +205,7 @@ def test_student_layers_copy_embeddings_lower_layers_and_pooler(tiny_bert):
 def test_narrower_student_config_starts_fresh(tmp_path, tiny_bert):
     from transformers import BertConfig
 
-    from luse.distill import load_teacher, student_from_teacher
+    from luse.model.student import load_teacher, student_from_teacher
 
     teacher = load_teacher(str(tiny_bert))
     config = BertConfig.from_pretrained(str(tiny_bert))
@@ -219,7 +220,7 @@ def test_narrower_student_config_starts_fresh(tmp_path, tiny_bert):
 
 
 def test_bad_teacher_is_a_one_line_error(tmp_path):
-    from luse.distill import load_teacher
+    from luse.model.student import load_teacher
 
     with pytest.raises(InputError) as error:
         load_teacher(str(tmp_path / "missing"))
@@ -260,7 +261,7 @@ def test_distill_recipe_launch(tmp_path, tiny_bert):
 @pytest.fixture(scope="module")
 def seq2seq_teacher(tmp_path_factory, tiny_bert):
     """A RoFormer-Sim export (BertForMaskedLM + luse.json) of the tiny BERT: its LM head is random."""
-    from luse.seq2seq import Seq2SeqModel, export_seq2seq
+    from luse.model.seq2seq import Seq2SeqModel, export_seq2seq
 
     torch.manual_seed(1)
     return export_seq2seq(Seq2SeqModel.from_pretrained(str(tiny_bert), max_length=16),
@@ -271,8 +272,10 @@ def seq2seq_teacher(tmp_path_factory, tiny_bert):
 def test_generator_loss_is_distillation_plus_weighted_lm_loss(kind, seq2seq_teacher, tiny_roformer):
     import random
 
-    from luse.distill import DistillObjective, load_teacher, student_from_teacher
-    from luse.seq2seq import RoFormerSimObjective, Seq2SeqModel
+    from luse.model.seq2seq import Seq2SeqModel
+    from luse.model.student import load_teacher, student_from_teacher
+    from luse.objectives.distill import DistillObjective
+    from luse.objectives.roformer_sim import RoFormerSimObjective
 
     torch.manual_seed(0)
     teacher = load_teacher(str(seq2seq_teacher if kind.startswith("bert") else tiny_roformer), pooling="cls",
@@ -319,8 +322,8 @@ def test_generator_loss_is_distillation_plus_weighted_lm_loss(kind, seq2seq_teac
 def test_generator_student_copies_layers_and_lm_head(seq2seq_teacher, tiny_bert, tiny_roformer, caplog):
     from transformers import BertModel
 
-    from luse.distill import load_teacher, student_from_teacher
-    from luse.seq2seq import Seq2SeqModel
+    from luse.model.seq2seq import Seq2SeqModel
+    from luse.model.student import load_teacher, student_from_teacher
 
     teacher = load_teacher(str(seq2seq_teacher))
     assert isinstance(teacher, Seq2SeqModel) and not teacher.training and teacher.max_length == 16
@@ -358,9 +361,7 @@ def test_generator_config_errors_are_one_line(tmp_path, tiny_bert):
     from conftest import REPO
 
     from luse.config import load_config
-    from luse.distill import recipe_parts
 
-    build_model, _ = recipe_parts()
     yaml_file = REPO / "recipes" / "configs" / "distill.yaml"
     base = [f"distill.teacher={tiny_bert}", "distill.student_layers=1", "model.pooling=cls"]
     for extra, message in ((["distill.lm_weight=1"], "distill.pairs=FILE"),
@@ -368,7 +369,7 @@ def test_generator_config_errors_are_one_line(tmp_path, tiny_bert):
                            (["distill.lm_weight=1", "distill.pairs=x.jsonl", "model.pooling=pooler"],
                             "model.pooling=cls")):
         with pytest.raises(InputError, match=message) as error:
-            build_model(load_config(yaml_file, base + extra))
+            load_config(yaml_file, base + extra)  # checked when the config is read
         assert "\n" not in str(error.value)
 
 
@@ -382,7 +383,7 @@ def test_distill_recipe_generator_student_in_process(tmp_path, monkeypatch, seq2
     from conftest import REPO
     from transformers import BertForMaskedLM, BertModel
 
-    from luse.seq2seq import load_seq2seq
+    from luse.model.seq2seq import load_seq2seq
 
     pairs, sts, out = tmp_path / "pairs.tsv", tmp_path / "sts.tsv", tmp_path / "out"
     pairs.write_text("".join(f"{a}\t{b}\n" for a, b in PAIRS), encoding="utf-8")  # similar pairs, a<TAB>b

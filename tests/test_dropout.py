@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from luse import fastpath
-from luse.dropout import LANE_VALUES, FastDropout, dropout, keep_mask, use_fast_dropout
+from luse.model import fastpath
+from luse.model.dropout import LANE_VALUES, FastDropout, dropout, keep_mask, use_fast_dropout
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
@@ -97,7 +97,7 @@ def test_written_out_attention_equals_sdpa_without_the_dropout(monkeypatch):
 
 
 def test_encoder_swaps_its_dropout_unless_told_not_to(tiny_bert):
-    from luse.encoder import SentenceEncoder
+    from luse.model.encoder import SentenceEncoder
 
     def kinds(encoder):
         return {type(m).__name__ for m in encoder.backbone.modules() if isinstance(m, nn.Dropout)}

@@ -13,9 +13,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from augment import commands
-from augment.eda import (
+from luse.augment.eda import (
     EDA,
     eligible_positions,
     is_word,
@@ -25,7 +23,10 @@ from augment.eda import (
     random_swap,
     synonym_replacement,
 )
-from augment.segment import Segmenter, jieba_dictionary
+from luse.augment.segment import Segmenter, jieba_dictionary
+from luse.augment.synonyms import build as synonym_build
+
+from luse.cli import augment as commands
 from luse.errors import InputError
 
 SYNONYMS = {
@@ -221,7 +222,7 @@ def test_unknown_backend():
 
 
 def test_words_that_jieba_would_cut_are_not_added():
-    from augment.segment import rust_dictionary
+    from luse.augment.segment import rust_dictionary
 
     assert jieba_dictionary().add_words(["卡尔·马克思", "", " ", "深 度"]) == 0
     assert rust_dictionary().add_words(["卡尔·马克思", "", " ", "深 度"]) == 0
@@ -247,10 +248,10 @@ def test_segmenter_pickles_without_its_dictionary(zh):
 def test_docstring_examples_hold():
     import doctest
 
-    import augment.eda
-    import augment.segment
+    import luse.augment.eda
+    import luse.augment.segment
 
-    for module in (augment.eda, augment.segment):
+    for module in (luse.augment.eda, luse.augment.segment):
         assert doctest.testmod(module).failed == 0
 
 
@@ -424,7 +425,7 @@ def _run(argv: list[str]) -> int:
 
 @pytest.fixture()
 def corpus(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setattr(commands, "load_synonym_cache", lambda path, language: FakeCache())
+    monkeypatch.setattr(synonym_build, "load_synonym_cache", lambda path, language, **kw: FakeCache())
     path = tmp_path / "corpus.txt"
     path.write_text("我今天很喜欢看电影。\n\n天气好，我们去看电影吧！\n嗯\n", encoding="utf-8")
     return path
@@ -469,7 +470,7 @@ def test_augment_failure_leaves_the_previous_output(corpus, tmp_path, monkeypatc
 
 
 def test_augment_whitespace_language_and_jsonl_input(tmp_path, monkeypatch):
-    monkeypatch.setattr(commands, "load_synonym_cache", lambda path, language: FakeCache())
+    monkeypatch.setattr(synonym_build, "load_synonym_cache", lambda path, language, **kw: FakeCache())
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text('{"sentence": "the quick brown fox"}\n', encoding="utf-8")
     out = tmp_path / "views.jsonl"

@@ -10,8 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from luse.data.sts import StsSet
-from luse.encoder import SentenceEncoder
-from luse.evaluation import (
+from luse.eval.sts import (
     alignment,
     apply_whitening,
     evaluate_sts,
@@ -21,6 +20,7 @@ from luse.evaluation import (
     spearman_x100,
     uniformity,
 )
+from luse.model.encoder import SentenceEncoder
 
 PAIRS = [
     ("一个女孩在梳头。", "一个女孩在给头发做发型。", 4.0),

@@ -16,9 +16,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from luse.encoder import SentenceEncoder, masked_mean
 from luse.errors import InputError
-from luse.export import export_encoder, load_encoder, read_export_info
+from luse.model.encoder import SentenceEncoder, masked_mean
+from luse.model.export import export_encoder, load_encoder, read_export_info
 
 MAX_LENGTH = 16  # short, so the long sentence below is truncated and truncation is checked too
 SENTENCES = [
@@ -133,7 +133,7 @@ def test_first_last_avg_exports_hf_files_only(tiny_bert, tmp_path, caplog, monke
     from transformers import BertModel
 
     encoder = trained_encoder(tiny_bert, "first_last_avg")
-    with caplog.at_level(logging.WARNING, logger="luse.export"):
+    with caplog.at_level(logging.WARNING, logger="luse.model.export"):
         out = export_encoder(encoder, tmp_path / "export")
     assert "Hugging Face files only" in caplog.text
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from luse.encoder import SentenceEncoder
-from luse.fastpath import length_chunks, supports_fast_forward
+from luse.model.encoder import SentenceEncoder
+from luse.model.fastpath import length_chunks, supports_fast_forward
 from tests.tiny_models import make_tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

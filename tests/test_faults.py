@@ -20,11 +20,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from luse.checkpoint import list_checkpoints, resolve_resume
 from luse.config import load_config
-from luse.encoder import SentenceEncoder
-from luse.objectives import ViewsObjective
-from luse.trainer import GracefulStop, NonFiniteLossError, train
+from luse.model.encoder import SentenceEncoder
+from luse.objectives.views import ViewsObjective
+from luse.train import train
+from luse.train.checkpoint import list_checkpoints, resolve_resume
+from luse.train.signals import GracefulStop
+from luse.train.step import NonFiniteLossError
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -93,7 +95,7 @@ def test_resaving_a_step_never_deletes_it_in_place(tiny_bert, tmp_path, monkeypa
     """The final save repeats the last periodic one; the old copy is renamed aside before it is deleted."""
     import shutil
 
-    import luse.checkpoint as checkpoint
+    import luse.train.checkpoint as checkpoint
 
     deleted = []
     real_rmtree = shutil.rmtree

@@ -120,7 +120,7 @@ def report_counts():
     yield
     target = os.environ.get("LUSE_FUZZ_REPORT")
     if target:
-        from luse.atomic import atomic_write_text
+        from luse.io import atomic_write_text
 
         atomic_write_text(target, json.dumps({k: dict(v) for k, v in COUNTS.items()}, indent=2))
 
@@ -283,7 +283,7 @@ def vectors_case(draw):
 @FUZZ
 @given(case=vectors_case())
 def test_word_vector_reader(tmp_path_factory, case):
-    from augment.sources import load_word2vec
+    from luse.augment.synonyms.sources import load_word2vec
 
     binary, words, kind, data = case
     path = write(tmp_path_factory, "fuzz-vectors.bin" if binary else "fuzz-vectors.txt", data)
@@ -311,7 +311,7 @@ def cilin_case(draw):
 @FUZZ
 @given(case=cilin_case())
 def test_thesaurus_reader(tmp_path_factory, case):
-    from augment.sources import load_cilin
+    from luse.augment.synonyms.sources import load_cilin
 
     lines, kind, data, strict = case
     path = write(tmp_path_factory, "fuzz-cilin.txt", data)
@@ -328,7 +328,7 @@ def test_thesaurus_reader(tmp_path_factory, case):
 
 @pytest.fixture(scope="module")
 def cache_bytes(tmp_path_factory) -> bytes:
-    from augment.synonym_cache import write_cache
+    from luse.augment.synonyms.store import write_cache
 
     words = ["天气", "天色", "公园", "花园", "咖啡", "茶水"]
     ids = np.array([[1, 2], [0, -1], [3, -1], [2, 0], [5, -1], [4, 1]], dtype=np.int32)
@@ -340,7 +340,7 @@ def cache_bytes(tmp_path_factory) -> bytes:
 @FUZZ
 @given(data=st.data())
 def test_synonym_cache_file(tmp_path_factory, cache_bytes, data):
-    from augment.synonym_cache import SynonymCache
+    from luse.augment.synonyms.store import SynonymCache
 
     blob = data.draw(st.one_of(st.binary(max_size=300), mutated(st.just(cache_bytes)),
                                st.integers(0, len(cache_bytes)).map(lambda n: cache_bytes[:n])))
@@ -412,7 +412,7 @@ def test_config_reader(tmp_path_factory, case):
 
 def test_cache_header_that_lost_a_checksum_key(tmp_path, cache_bytes):
     """The hypothesis sweep's find: one bit flip turns the key "crc32" into "brc32" (verify raised KeyError)."""
-    from augment.synonym_cache import CacheFormatError, SynonymCache
+    from luse.augment.synonyms.store import CacheFormatError, SynonymCache
 
     damaged = cache_bytes.replace(b'"crc32"', b'"brc32"', 1)
     assert damaged != cache_bytes and len(damaged) == len(cache_bytes)

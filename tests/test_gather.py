@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from luse.distributed import gather_with_grad, global_mean_share, rank, world_size
+from luse.losses.distributed import gather_with_grad, global_mean_share, rank, world_size
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "tests" / "gather_script.py"

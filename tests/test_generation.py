@@ -1,4 +1,4 @@
-"""Generation (luse.generation, luse generate) and pre-generated paraphrases as views (augment.paraphrases)."""
+"""Generation (luse.eval.generation, luse generate) and pre-generated paraphrases as views (luse.augment.paraphrases)."""
 
 import json
 import random
@@ -6,13 +6,13 @@ import random
 import pytest
 import torch
 import torch.nn.functional as F
+from luse.augment.paraphrases import ParaphraseViews
 from test_recipes import SENTENCES, launch
 
-from augment.paraphrases import ParaphraseViews
-from luse.cli import main
+from luse.cli.main import main
 from luse.config import load_config
 from luse.errors import InputError
-from luse.generation import (
+from luse.eval.generation import (
     candidates,
     decode,
     filter_logits,
@@ -21,8 +21,8 @@ from luse.generation import (
     seeded_generator,
     source_ids,
 )
-from luse.objectives import ViewsObjective
-from luse.seq2seq import Seq2SeqModel, export_seq2seq
+from luse.model.seq2seq import Seq2SeqModel, export_seq2seq
+from luse.objectives.views import ViewsObjective
 
 TEXT = "科学技术是第一生产力。"
 
@@ -73,7 +73,7 @@ def test_cached_decoding_matches_full_recomputation(kind, tiny_bert, tiny_roform
 
 
 def test_gen_synonyms_drops_input_and_duplicates(model, monkeypatch):
-    import luse.generation as generation
+    import luse.eval.generation as generation
 
     tok = model.tokenizer
     own = tok("今天天气很好", add_special_tokens=False)["input_ids"]

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from luse.encoder import SentenceEncoder
-from luse.gradcache import grad_cache_step
 from luse.losses import luse_loss
+from luse.model.encoder import SentenceEncoder
+from luse.train.gradcache import grad_cache_step
 
 SENTENCES = ["今天天气很好", "我们去公园散步", "他在读一本书", "猫坐在垫子上", "明天会下雨吗", "这家店的咖啡不错"]
 VIEWS = 3

@@ -17,12 +17,10 @@ from hypothesis import strategies as st
 
 from luse.errors import InputError
 from luse.losses import (
-    LOSSES,
     CoSENTLoss,
     LuseLoss,
     SimCSESupLoss,
     SimCSEUnsupLoss,
-    SimilarityDistillLoss,
     cosent_loss,
     luse_loss,
     simcse_sup_loss,
@@ -335,25 +333,20 @@ def test_cosent_bad_inputs():
         CoSENTLoss(scale=0)
 
 
-# ------------------------------------------------------------------------------ modules, registry
-
-
-def test_registry_names_the_module_wrappers():
-    assert LOSSES == {"luse": LuseLoss, "simcse_unsup": SimCSEUnsupLoss, "simcse_sup": SimCSESupLoss,
-                      "cosent": CoSENTLoss, "distill": SimilarityDistillLoss}
+# ------------------------------------------------------------------------------ modules
 
 
 def test_modules_match_functions():
     views = random_tensor(4, 3, 5, seed=14)
     scores = torch.tensor([0.0, 1.0, 0.5, 0.2])
     cases = [
-        (LOSSES["luse"](temperature=0.1)(views), luse_loss(views, temperature=0.1)),
-        (LOSSES["simcse_unsup"](temperature=0.1)(views[:, :2]), simcse_unsup_loss(views[:, :2], temperature=0.1)),
-        (LOSSES["simcse_sup"](hard_negative_weight=0.5)(*views.unbind(1)),
+        (LuseLoss(temperature=0.1)(views), luse_loss(views, temperature=0.1)),
+        (SimCSEUnsupLoss(temperature=0.1)(views[:, :2]), simcse_unsup_loss(views[:, :2], temperature=0.1)),
+        (SimCSESupLoss(hard_negative_weight=0.5)(*views.unbind(1)),
          simcse_sup_loss(*views.unbind(1), hard_negative_weight=0.5)),
-        (LOSSES["cosent"](scale=10.0)(views[:, 0], views[:, 1], scores),
+        (CoSENTLoss(scale=10.0)(views[:, 0], views[:, 1], scores),
          cosent_loss(views[:, 0], views[:, 1], scores, scale=10.0)),
     ]
     for module_loss, function_loss in cases:
         torch.testing.assert_close(module_loss, function_loss, rtol=0, atol=0)
-    assert "temperature=0.1" in repr(LOSSES["luse"](temperature=0.1))
+    assert "temperature=0.1" in repr(LuseLoss(temperature=0.1))

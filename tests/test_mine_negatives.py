@@ -10,7 +10,7 @@ import pytest
 from test_cross_encoder import seq_classifier
 from test_recipes import SENTENCES as ZH
 
-from luse.cli import main
+from luse.cli.main import main
 from luse.data.supervised import read_triplets
 from luse.mining.negatives import MiningStats, mine_hard_negatives, parse_ranks, read_anchor_pairs
 
@@ -164,7 +164,7 @@ def test_pair_reader_forms_and_errors(tmp_path):
 # --- the command, with real checkpoints -----------------------------------------------------------
 
 def test_cli_with_real_checkpoints(tiny_bert, tmp_path, capsys):
-    from luse.cross_encoder import load_cross_encoder
+    from luse.model.cross_encoder import load_cross_encoder
 
     cross_dir = seq_classifier(tiny_bert, tmp_path / "cross", num_labels=1)
     pairs = tmp_path / "pairs.jsonl"

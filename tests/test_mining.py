@@ -10,7 +10,7 @@ from itertools import combinations, islice
 import numpy as np
 import pytest
 
-from luse.cli import main
+from luse.cli.main import main
 from luse.mining import (
     ANSWERS,
     DOCUMENTS,
@@ -208,7 +208,7 @@ def test_cli_writes_pairs_the_readers_accept(tmp_path, inputs, capsys):
     triplets = list(read_triplets(with_negatives))
     assert len(triplets) == len(list(read_pairs(with_negatives))) == len(inputs["planted"])
     try:
-        from luse.seq2seq import read_similar_pairs
+        from luse.data.supervised import read_similar_pairs
     except ImportError:  # the RoFormer-Sim recipe is another module; check it when present
         return
     assert len(list(read_similar_pairs(out))) == len(records)

@@ -14,14 +14,15 @@ from safetensors.torch import load_file
 from test_losses import PY, TORCH
 from test_trainer import SENTENCES, make_items
 
-from luse.checkpoint import list_checkpoints
 from luse.config import load_config
-from luse.encoder import SentenceEncoder
 from luse.errors import InputError
 from luse.losses import luse_loss, simcse_sup_loss, simcse_unsup_loss
-from luse.momentum import MomentumObjective, MomentumQueue
-from luse.objectives import TripletObjective, ViewsObjective
-from luse.trainer import train
+from luse.model.encoder import SentenceEncoder
+from luse.objectives.momentum import MomentumObjective, MomentumQueue
+from luse.objectives.triplets import TripletObjective
+from luse.objectives.views import ViewsObjective
+from luse.train import train
+from luse.train.checkpoint import list_checkpoints
 
 # --- losses with extra negatives -----------------------------------------------------------------
 
@@ -105,7 +106,7 @@ class Recorder:
     """Wraps an objective's loss to record the extra negatives it was given."""
 
     def __init__(self, objective):
-        self.objective, self.kind, self.seen = objective, objective.kind, []
+        self.objective, self.seen = objective, []
 
     def collate(self, items, rng):
         return self.objective.collate(items, rng)

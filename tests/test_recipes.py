@@ -142,8 +142,7 @@ def test_two_processes_match_one(tmp_path, data):
 
 def small_cache(path):
     import numpy as np
-
-    from augment.synonym_cache import write_cache
+    from luse.augment.synonyms.store import write_cache
 
     groups = [["天气", "天色"], ["公园", "花园"], ["咖啡", "茶水"], ["足球", "篮球"], ["文件", "资料"], ["孩子", "小孩"]]
     words = [w for g in groups for w in g]
@@ -158,12 +157,11 @@ def test_views_pipeline_with_eda(tmp_path, tiny_bert):
     from transformers import AutoTokenizer
 
     from luse.config import load_config
-    from luse.objectives import ViewsObjective
-    from luse.runner import build_augmenter
+    from luse.objectives.views import ViewsObjective, eda_augmenter
 
     config = load_config(None, ["views.eda=2", "views.dropout=3", f"views.synonym_cache={small_cache(tmp_path / 'c.lsc')}"])
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
-    objective = ViewsObjective(tokenizer, 64, config.views, config.loss, build_augmenter(config))
+    objective = ViewsObjective(tokenizer, 64, config.views, config.loss, eda_augmenter(config.views))
     assert objective.num_views == 6
     batch = objective.collate(SENTENCES[:4], random.Random(0))
     ids = batch["input_ids"].view(4, 6, -1)
@@ -177,3 +175,27 @@ def test_pretrain_luse_with_eda_views(tmp_path, tiny_bert, data):
         "data.corpus": data["corpus"], "views.eda": 2, "views.dropout": 2, "data.num_workers": 2}))
     assert result.returncode == 0, result.stderr[-3000:]
     check_export(tmp_path / "out")
+
+
+def luse_train(recipe, overrides, timeout=300):
+    cmd = [sys.executable, "-m", "luse.cli", "train", recipe, *overrides]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
+
+
+def test_luse_train_launches_the_recipe(tmp_path, tiny_bert, data):
+    """`luse train RECIPE key=value ...`: the recipe under accelerate's launcher, without its warnings."""
+    result = luse_train("simcse_unsup", common(tmp_path, tiny_bert, data, **{"data.corpus": data["corpus"]}))
+    assert result.returncode == 0, result.stderr[-3000:]
+    check_export(tmp_path / "out")
+    assert "were not passed" not in result.stderr  # every launcher value is passed explicitly
+
+
+def test_luse_train_exits_with_the_recipes_code_and_one_line(tmp_path, tiny_bert, data):
+    result = luse_train("pretrain_luse", common(tmp_path, tiny_bert, data, max_step=3))
+    assert result.returncode == 2  # the recipe's own code, not the launcher's 1
+    assert "pretrain_luse: error: command line: expected a known config key (did you mean 'max_steps'?)" \
+        in result.stderr
+    assert "Traceback" not in result.stderr and "were not passed" not in result.stderr
+    result = luse_train("no_such_recipe", [])
+    assert result.returncode == 2 and "luse: error: no recipe 'no_such_recipe'" in result.stderr

@@ -8,10 +8,9 @@ import os
 import numpy as np
 import pytest
 
-from luse.cli import main
-from luse.encoder import SentenceEncoder
+from luse.cli.main import main
 from luse.errors import InputError
-from luse.retrieval import (
+from luse.eval.retrieval import (
     build_index,
     default_nlist,
     encode_file,
@@ -22,6 +21,7 @@ from luse.retrieval import (
     save_index,
     search,
 )
+from luse.model.encoder import SentenceEncoder
 
 SENTENCES = [
     "今天天气很好。", "明天可能下雨。", "我喜欢看电影。", "他在公园里跑步。", "一只猫在玩毛线球。",

@@ -1,4 +1,4 @@
-"""RoFormer-Sim (luse.seq2seq): UniLM mask, BART noise, the loss against a direct computation,
+"""RoFormer-Sim (luse.model.seq2seq): UniLM mask, BART noise, the loss against a direct computation,
 the export, and a 2-step `accelerate launch recipes/roformer_sim.py` with BERT and RoFormer."""
 
 import json
@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from test_recipes import launch
 
+from luse.data.supervised import read_similar_pairs
 from luse.errors import InputError
-from luse.seq2seq import (
-    RoFormerSimObjective,
+from luse.model.seq2seq import (
     Seq2SeqModel,
     bart_noise,
     export_seq2seq,
@@ -19,9 +19,9 @@ from luse.seq2seq import (
     lm_targets,
     load_seq2seq,
     pack_pairs,
-    read_similar_pairs,
     unilm_attention_mask,
 )
+from luse.objectives.roformer_sim import RoFormerSimObjective
 
 PAIRS = [("广州和深圳哪个好？", "深圳和广州哪个好？"), ("科学技术是第一生产力。", "科技是第一生产力。"),
          ("今天天气很好。", "今天的天气不错。"), ("我想学游泳。", "怎么学游泳？"),
@@ -160,7 +160,7 @@ def test_every_trainable_parameter_gets_a_gradient(model):
 def test_training_then_generation_reproduces_targets(kind, tiny_bert, tiny_roformer):
     """Train and generate agree on the UniLM layout: after fitting a few pairs, greedy generation
     from each source writes its target."""
-    from luse.generation import gen_synonyms
+    from luse.eval.generation import gen_synonyms
 
     torch.manual_seed(0)
     model = Seq2SeqModel.from_pretrained(str(tiny_bert if kind == "bert" else tiny_roformer), max_length=16)

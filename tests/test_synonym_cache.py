@@ -13,17 +13,17 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from augment import build_cache as bc
-from augment import sources
-from augment.synonym_cache import (
+from luse.augment.synonyms import build as bc
+from luse.augment.synonyms import sources
+from luse.augment.synonyms.build import load_or_build_default
+from luse.augment.synonyms.store import (
     CacheFormatError,
     CacheMismatchError,
     SynonymCache,
     default_cache_path,
-    load_or_build_default,
     write_cache,
 )
+
 from luse.errors import InputError
 
 # --------------------------------------------------------------------------- helpers
@@ -529,23 +529,29 @@ def test_optional_synonyms_backend_is_never_required():
 # --------------------------------------------------------------------------- command line and defaults
 
 
+def synonym_cache_command(argv: list[str]) -> int:
+    from luse.cli.main import main
+
+    return main(["synonym-cache", *argv])
+
+
 def test_cli_build_up_to_date_force_and_errors(tmp_path, capsys):
     words, vectors = planted_clusters(5, 4, 16, 0.05)
     source = write_text_vectors(tmp_path / "v.txt", words, vectors)
     out = tmp_path / "cli.lsc"
     args = ["--vectors", str(source), "--thesaurus", "none", "--stopwords", "none", "--out", str(out),
             "--k", "3", "--threshold", "0.5", "--quiet"]
-    assert bc.main(args + ["--show", "ca_a"]) == 0
+    assert synonym_cache_command(args + ["--show", "ca_a"]) == 0
     printed = capsys.readouterr().out
     assert "with >=1 synonym" in printed and "mean neighbours" in printed and "ca_a: ca_" in printed
-    assert bc.main(args) == 0
+    assert synonym_cache_command(args) == 0
     assert "up to date" in capsys.readouterr().out
-    assert bc.main(args + ["--threshold", "0.6"]) == 0
+    assert synonym_cache_command(args + ["--threshold", "0.6"]) == 0
     assert "rebuilding" in capsys.readouterr().out
-    assert bc.main(args + ["--force"]) == 0
+    assert synonym_cache_command(args + ["--force"]) == 0
     bad = tmp_path / "bad.txt"
     bad.write_text("2 3\na 1 2 3\nb 1 2\n", encoding="utf-8")
-    assert bc.main(["--vectors", str(bad), "--thesaurus", "none", "--stopwords", "none",
+    assert synonym_cache_command(["--vectors", str(bad), "--thesaurus", "none", "--stopwords", "none",
                     "--out", str(tmp_path / "x.lsc")]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and f"{bad}:3:" in error

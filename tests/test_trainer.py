@@ -8,12 +8,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from luse import trainer as trainer_module
-from luse.checkpoint import list_checkpoints
 from luse.config import load_config
-from luse.encoder import SentenceEncoder
-from luse.objectives import ViewsObjective
-from luse.trainer import NonFiniteLossError, cpu_has_native_bf16, resolve_mixed_precision, train
+from luse.model.encoder import SentenceEncoder
+from luse.objectives.views import ViewsObjective
+from luse.train import precision as precision_module
+from luse.train import train
+from luse.train.checkpoint import list_checkpoints
+from luse.train.precision import cpu_has_native_bf16, resolve_mixed_precision
+from luse.train.step import NonFiniteLossError
 
 CHARS = "的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可主发年动同工也能下过子说产种面而方后多定行学法所民得经十三之进着等部度家电力里如水化高自二理起小物现实加量都两体制机当使点从业本去把性好应开它合还因由其些然前外天政四日那社义事平形相全表间样与关各重新线内数正心反你明看原又么利比或但质气第向道命此变条只没结解问意建月公无系军很情者最立代想已通并提直题党程展五果料象员革位入常文总次品式活设及管特件长求老头基资边流路级少图山统接知较将组见计别她手角期根论运农指几九区强放决西被干做必战先回则任取据处队南给色光门即保治北造百规热领七海口东导器压志世金增争济阶油思术极交受联什认六共权收证改清己美再采转更单风切打白教速花带安场身车例真务具万每目至达走积示议声报斗完类八离华名确才科张信马节话米整空元况今集温传土许步群广石记需段研界拉林律叫且究观越织装影算低持音众书布复容儿须际商非验连断深难近矿千周委素技备半办青省列习响约支般史感劳便团往酸历市克何除消构府称太准精值号率族维划选标写存候毛亲快效斯院查江型眼王按格养易置派层片始却专状育厂京识适属圆包火住调满县局照参红细引听该铁价严"
 
@@ -125,6 +127,26 @@ def test_epochs_mode_counts_steps(tmp_path, tiny_bert):
     assert result.step == 12
 
 
+def test_direct_train_call_honours_every_model_key(tmp_path, tiny_bert):
+    """train(config, ...) without an encoder builds it from config.model with the fast path's keys too."""
+    from transformers import AutoTokenizer
+
+    keys = {"model.chunk_rows": 0, "model.cls_only": False, "model.unpad": False, "model.fast_dropout": False}
+    config = _config(tmp_path, "keys", max_steps=1, save_every=0, **{"eval.every": 0, "model.name_or_path": tiny_bert,
+                                                                    "model.pooling": "cls"}, **keys)
+    seen = {}
+
+    def evaluate(encoder):
+        seen.update(chunk_rows=encoder.chunk_rows, cls_only=encoder.cls_only, unpad=encoder.unpad,
+                    fast_dropout=encoder.fast_dropout)
+        return {"score": None}
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    train(config, ViewsObjective(tokenizer, config.model.max_length, config.views, config.loss), make_items,
+          evaluate=evaluate)
+    assert seen == {"chunk_rows": 0, "cls_only": False, "unpad": False, "fast_dropout": False}
+
+
 @pytest.mark.parametrize("flags, native", [("fpu avx2 avx512f avx512_bf16 avx512_vnni", True),
                                            ("fpu avx2 amx_bf16 amx_tile", True),
                                            ("fpu avx2 avx512f avx512_vnni", False)])
@@ -138,7 +160,7 @@ def test_cpu_bf16_is_read_from_the_cpu_flags(tmp_path, flags, native):
 def test_auto_precision_is_bf16_only_where_native(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     for native, expected in ((True, "bf16"), (False, "no")):
-        monkeypatch.setattr(trainer_module, "cpu_has_native_bf16", lambda native=native: native)
+        monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda native=native: native)
         assert resolve_mixed_precision("auto") == expected
         assert resolve_mixed_precision("no") == "no" and resolve_mixed_precision("bf16") == "bf16"
         assert resolve_mixed_precision("auto", "cpu") == expected  # the device named: the CPU's answer

@@ -1,4 +1,4 @@
-"""Reading word2vec text files fast (augment.sources): the same words and float32 bits as gensim.
+"""Reading word2vec text files fast (luse.augment.synonyms.sources): the same words and float32 bits as gensim.
 
 gensim's ``KeyedVectors.load_word2vec_format`` is the reference: every good file must give the
 same words in the same order and bitwise-equal vectors, every bad one an ``InputError`` naming the
@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from luse.augment.synonyms import sources
 
-from augment import sources
 from luse.errors import InputError
 
 

@@ -46,7 +46,7 @@ import numpy as np
 from luse.data.skips import LINES, SENTENCES, SkipCounter
 from luse.data.splitter import split_sentences, strip_pos_tags
 from luse.errors import InputError
-from luse.resources import peoples_daily
+from luse.io import peoples_daily
 
 logger = logging.getLogger(__name__)
 

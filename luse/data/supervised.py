@@ -251,3 +251,24 @@ def parse_score(value: Any) -> float | None:
     except ValueError:
         return None
     return score if math.isfinite(score) else None
+
+
+def read_similar_pairs(path: str | PathLike) -> Iterator[tuple[str, str]]:
+    """Pairs of similar sentences from ``.jsonl`` (``text1/text2``, ``a/b``, ``sentence1/sentence2``,
+    ``text_a/text_b``, ``s1/s2``, ``anchor/positive``, ``query/pos``; other keys ignored), ``.tsv``
+    (``a<TAB>b``) or ``.csv`` (a header naming one of those column pairs).
+
+    Raises:
+        InputError: at the first malformed line, naming the file, the line and the accepted forms.
+    """
+    keys = (("text1", "text2"), ("a", "b"), ("sentence1", "sentence2"), ("text_a", "text_b"), ("s1", "s2"),
+            ("anchor", "positive"), ("query", "pos"))
+    path, kind = _open_format(path)
+    forms = " or ".join("/".join(k) for k in keys)
+    if kind == "jsonl":
+        return _jsonl_records(path, lambda record: _triplet_from_mapping(record, keys),
+                                 f"a JSON object with string fields {forms}")
+    if kind == "tsv":
+        return _tsv_records(path, 2, lambda row: tuple(row) if all(_is_text(f) for f in row) else None,
+                               keys, "2 tab-separated non-empty columns (sentence<TAB>similar sentence)")
+    return _csv_records(path, keys, (), f"a header naming the columns {forms}")

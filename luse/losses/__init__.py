@@ -2,7 +2,7 @@
 
 Every loss is a plain function of **embeddings** (not of the model), so it can be checked on random
 tensors, plus a thin ``nn.Module`` holding its hyper-parameters. With ``gather=True`` (the default)
-the losses use the embeddings of every process as candidates; see :mod:`luse.distributed`.
+the losses use the embeddings of every process as candidates; see :mod:`luse.losses.distributed`.
 
 * ``luse`` (:class:`LuseLoss`): ``views [B, V >= 2, H]``; ``temperature``.
 * ``simcse_unsup`` (:class:`SimCSEUnsupLoss`): ``views [B, 2, H]``; ``temperature``.
@@ -10,9 +10,6 @@ the losses use the embeddings of every process as candidates; see :mod:`luse.dis
   ``temperature``, ``hard_negative_weight``.
 * ``cosent`` (:class:`CoSENTLoss`): ``a, b [B, H]`` and ``scores [B]``; ``scale``.
 * ``distill`` (:class:`SimilarityDistillLoss`): ``student [n, H_s]``, ``teacher [n, H_t]``; ``weight``.
-
-``LOSSES`` maps these names to the module classes, so a config can build one with
-``LOSSES[name](**hyper_parameters)``.
 """
 
 from luse.losses.cosent import CoSENTLoss, cosent_loss
@@ -20,16 +17,7 @@ from luse.losses.distill import SimilarityDistillLoss, similarity_distill_loss
 from luse.losses.luse import LuseLoss, luse_loss
 from luse.losses.simcse import SimCSESupLoss, SimCSEUnsupLoss, simcse_sup_loss, simcse_unsup_loss
 
-LOSSES = {
-    "luse": LuseLoss,
-    "simcse_unsup": SimCSEUnsupLoss,
-    "simcse_sup": SimCSESupLoss,
-    "cosent": CoSENTLoss,
-    "distill": SimilarityDistillLoss,
-}
-
 __all__ = [
-    "LOSSES",
     "CoSENTLoss",
     "LuseLoss",
     "SimCSESupLoss",

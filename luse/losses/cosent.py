@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from luse.distributed import gather_with_grad
 from luse.errors import InputError
+from luse.losses.distributed import gather_with_grad
 from luse.losses.luse import require_positive
 
 DEFAULT_SCALE = 20.0
@@ -37,7 +37,7 @@ def cosent_loss(a: torch.Tensor, b: torch.Tensor, scores: torch.Tensor, scale: f
         b: embeddings of the second sentences, ``[B, H]``.
         scores: gold similarity of each pair, ``[B]``; any dtype that compares (labels or floats).
         scale: multiplies the cosine differences (``lambda``; 20, as in the article).
-        gather: rank the pairs of every process together (:func:`luse.distributed.gather_with_grad`);
+        gather: rank the pairs of every process together (:func:`luse.losses.distributed.gather_with_grad`);
             a no-op without a process group.
 
     Returns:

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from luse.distributed import gather_with_grad
 from luse.errors import InputError
+from luse.losses.distributed import gather_with_grad
 from luse.losses.luse import require_positive
 
 DEFAULT_WEIGHT = 100.0
@@ -47,7 +47,7 @@ def similarity_distill_loss(student: torch.Tensor, teacher: torch.Tensor, weight
             ``[n, H_teacher]`` (any width); treated as a constant (detached).
         weight: ``lambda`` (100, as in the article).
         gather: compare the sentences of every process together
-            (:func:`luse.distributed.gather_with_grad`); a no-op without a process group. The loss
+            (:func:`luse.losses.distributed.gather_with_grad`); a no-op without a process group. The loss
             is one mean over all ``n^2`` pairs, so, as for CoSENT, every process then returns the
             same *global* loss and DDP's gradient averaging gives the single-process gradient.
 

@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from luse.distributed import gather_with_grad, global_mean_share
 from luse.errors import InputError
+from luse.losses.distributed import gather_with_grad, global_mean_share
 
 DEFAULT_TEMPERATURE = 0.05
 POSITIVES = ("share", "each")
@@ -58,9 +58,9 @@ def luse_loss(views: torch.Tensor, temperature: float = DEFAULT_TEMPERATURE, gat
             They need not be normalised: the loss scores cosine similarities.
         temperature: divides the cosine similarities before the softmax (0.05, as in SimCSE).
         gather: score this process's anchors against the embeddings of *every* process
-            (:func:`luse.distributed.gather_with_grad`); a no-op without a process group.
+            (:func:`luse.losses.distributed.gather_with_grad`); a no-op without a process group.
         extra_negatives: optional ``[K, H]`` embeddings that are negatives for every anchor (a
-            momentum queue, :mod:`luse.momentum`); added to every softmax denominator, never
+            momentum queue, :mod:`luse.objectives.momentum`); added to every softmax denominator, never
             gathered (every process holds the same ones) and usually without gradient.
         positives: ``"share"`` (LUSE's target: the positives split probability 1 evenly, one softmax
             per anchor) or ``"each"`` (a softmax per positive, over it and the negatives alone).
@@ -68,7 +68,7 @@ def luse_loss(views: torch.Tensor, temperature: float = DEFAULT_TEMPERATURE, gat
     Returns:
         A scalar: the mean over this process's ``B * V`` anchors (with ``gather`` and unequal
         shares across processes, this process's share of the global mean; see
-        :func:`luse.distributed.global_mean_share`).
+        :func:`luse.losses.distributed.global_mean_share`).
 
     Raises:
         InputError: ``views`` is not ``[B, V, H]`` with ``B >= 1`` and ``V >= 2``, ``temperature <= 0``,

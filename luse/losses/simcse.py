@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from luse.distributed import gather_with_grad, global_mean_share
 from luse.errors import InputError
+from luse.losses.distributed import gather_with_grad, global_mean_share
 from luse.losses.luse import DEFAULT_TEMPERATURE, check_extra_negatives, require_positive
 
 
@@ -47,9 +47,9 @@ def simcse_sup_loss(anchor: torch.Tensor, positive: torch.Tensor, negative: torc
         hard_negative_weight: added to the logit of each anchor's own hard negative (0.0, the
             reference default); needs ``negative``.
         gather: score this process's anchors against the positives and hard negatives of every
-            process (:func:`luse.distributed.gather_with_grad`); a no-op without a process group.
+            process (:func:`luse.losses.distributed.gather_with_grad`); a no-op without a process group.
         extra_negatives: optional ``[K, H]`` negatives for every anchor (a momentum queue, see
-            :mod:`luse.momentum`), appended as the last columns; never gathered.
+            :mod:`luse.objectives.momentum`), appended as the last columns; never gathered.
 
     Returns:
         A scalar: the mean over this process's anchors (with ``gather`` and unequal shares across

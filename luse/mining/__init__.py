@@ -1,6 +1,6 @@
 """Mining similar-sentence pairs from raw text (RoFormer-Sim's corpus construction); see :mod:`luse.mining.pairs`.
 
-Command line: ``luse mine-pairs --in FILE... --out PAIRS.jsonl`` (:mod:`luse.mining.commands`).
+Command line: ``luse mine-pairs --in FILE... --out PAIRS.jsonl`` (:mod:`luse.cli.mine`).
 """
 
 from luse.mining.pairs import (

@@ -3,11 +3,11 @@
 The recipe of ../shared/seeds/004: for each (anchor, positive) pair,
 
 1. **retrieve** candidates for the anchor with the current bi-encoder through faiss
-   (:mod:`luse.retrieval`) and keep a rank range, e.g. ranks 10-100: the very nearest are often
+   (:mod:`luse.eval.retrieval`) and keep a rank range, e.g. ranks 10-100: the very nearest are often
    near-duplicates of the anchor;
 2. drop the anchor itself and its own positive(s) (by text) before ranking, so rank 1 is the most
    similar *other* sentence;
-3. **score** every (anchor, candidate) pair with a cross-encoder (:mod:`luse.cross_encoder`) and keep
+3. **score** every (anchor, candidate) pair with a cross-encoder (:mod:`luse.model.cross_encoder`) and keep
    as hard negatives only candidates that score **below** ``threshold``: high scores are likely
    unlabelled positives, which would teach the model the opposite of the truth;
 4. write triplets ``{"anchor", "positive", "negative"}`` (JSON lines, atomically) that
@@ -26,11 +26,9 @@ not positive pairs: they give no triplet and are not known positives.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import random
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from os import PathLike
@@ -38,7 +36,6 @@ from pathlib import Path
 
 import numpy as np
 
-from luse.cli import _positive_int
 from luse.errors import InputError
 
 logger = logging.getLogger("luse.mining")
@@ -167,7 +164,7 @@ def _text(value) -> bool:
 
 def read_corpus(path: str | PathLike) -> list[str]:
     """Candidate sentences, one per line (a blank line is an error naming it, as in ``luse encode``)."""
-    from luse.retrieval import iter_sentences
+    from luse.eval.retrieval import iter_sentences
 
     return [text for _, text in iter_sentences(path)]
 
@@ -188,7 +185,7 @@ def mine_hard_negatives(pairs: Sequence[tuple[str, str]], encoder, scorer: Score
 
     Args:
         pairs: ``(anchor, positive)`` positive pairs.
-        encoder: the bi-encoder (a :class:`~luse.encoder.SentenceEncoder`, or anything with its
+        encoder: the bi-encoder (a :class:`~luse.model.encoder.SentenceEncoder`, or anything with its
             ``encode(texts, batch_size=, normalize=, show_progress=)``).
         scorer: scores a list of ``(anchor, candidate)`` pairs, higher = more similar; usually
             ``CrossEncoder.predict``.
@@ -201,11 +198,11 @@ def mine_hard_negatives(pairs: Sequence[tuple[str, str]], encoder, scorer: Score
             among all kept candidates (seeded by ``seed``).
         known_positives: extra ``(a, b)`` pairs known to be positive (either order); together with
             ``pairs`` they are never written as negatives and are what the stats count against.
-        index_kind: ``flat`` (exact), ``ivf`` or ``hnsw`` (:func:`luse.retrieval.build_index`).
+        index_kind: ``flat`` (exact), ``ivf`` or ``hnsw`` (:func:`luse.eval.retrieval.build_index`).
         batch_size: encoder batch size.
         show_progress: progress bars on stderr.
     """
-    from luse.retrieval import build_index, encode_texts, search
+    from luse.eval.retrieval import build_index, encode_texts, search
 
     first, last = ranks
     if not 1 <= first <= last:
@@ -276,96 +273,9 @@ def mine_hard_negatives(pairs: Sequence[tuple[str, str]], encoder, scorer: Score
 
 def write_triplets(triplets: Iterable[dict], out: str | PathLike) -> Path:
     """JSON lines ``{"anchor", "positive", "negative"}``, written atomically."""
-    from luse.atomic import atomic_open
+    from luse.io import atomic_open
 
     with atomic_open(out, "w", encoding="utf-8") as handle:
         for row in triplets:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     return Path(out)
-
-
-# --- luse mine-negatives --------------------------------------------------------------------------
-
-def register(subparsers) -> None:
-    """Add ``luse mine-negatives`` (light imports only: the work is imported in the handler)."""
-    parser = subparsers.add_parser(
-        "mine-negatives", help="hard negatives for (anchor, positive) pairs: bi-encoder retrieval, "
-                               "denoised by a cross-encoder",
-        description="For each (anchor, positive) pair, retrieve candidates with the bi-encoder (faiss), keep "
-                    "a rank range (the anchor and its own positives left out), score (anchor, candidate) with "
-                    "the cross-encoder and keep as hard negatives only candidates scoring below --threshold "
-                    "(high scores are likely unlabelled positives). Writes triplets "
-                    '{"anchor", "positive", "negative"} for recipes/simcse_sup.py and reports how many '
-                    "candidates the denoising removed and how many of those were known positives.")
-    parser.add_argument("--in", dest="input", required=True, metavar="PAIRS",
-                        help="(anchor, positive) pairs: .jsonl (anchor/positive, sentence1/sentence2, ...; optional "
-                             "label) or .tsv (anchor<TAB>positive[<TAB>label]); rows with label <= 0 are skipped")
-    parser.add_argument("--out", required=True, metavar="TRIPLETS.jsonl", help="triplets (written atomically)")
-    parser.add_argument("--model", required=True, metavar="MODEL",
-                        help="the bi-encoder: an exported luse model, any HF encoder directory, or m3e-small")
-    parser.add_argument("--cross-encoder", required=True, metavar="DIR",
-                        help="any Hugging Face sequence-classification checkpoint (e.g. recipes/cross_encoder.py's "
-                             "OUTPUT/final)")
-    parser.add_argument("--corpus", metavar="FILE",
-                        help="candidate sentences, one per line, no blank lines (default: the positives of all pairs)")
-    parser.add_argument("--labels", metavar="FILE",
-                        help="known positive pairs (same formats as --in): never written as negatives, and "
-                             "counted in the report")
-    parser.add_argument("--ranks", type=_ranks, default=(10, 100), metavar="FIRST-LAST",
-                        help="rank range of retrieved candidates kept, 1-based, inclusive; default 10-100")
-    parser.add_argument("--threshold", type=float, default=0.5,
-                        help="cross-encoder score at or above which a candidate is dropped as a likely "
-                             "positive; default 0.5 (a probability for sigmoid/softmax heads)")
-    parser.add_argument("--negatives-per-pair", type=_positive_int, default=1, metavar="N",
-                        help="triplets per pair at most; default 1")
-    parser.add_argument("--sampling", choices=("top", "random"), default="top",
-                        help="top: the best-ranked kept candidates (hardest); random: drawn among the kept")
-    parser.add_argument("--index", choices=("flat", "ivf", "hnsw"), default="flat", help="faiss index; default flat")
-    parser.add_argument("--batch-size", type=_positive_int, default=64, metavar="N", help="default: 64")
-    parser.add_argument("--cross-batch-size", type=_positive_int, default=32, metavar="N", help="default: 32")
-    parser.add_argument("--max-length", type=_positive_int, metavar="N",
-                        help="cross-encoder max tokens per pair (default: the saved setting, else 128)")
-    parser.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of --sampling random; default 0")
-    parser.add_argument("--summary", metavar="FILE.json", help="also write the report as JSON")
-    parser.set_defaults(handler=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    from luse.atomic import atomic_write_text
-    from luse.cli import load_model
-    from luse.cross_encoder import load_cross_encoder
-
-    # Read every input before loading models: a typo in a data file should fail in a second.
-    rows = read_anchor_pairs(args.input)
-    pairs = [(a, p) for a, p, label in rows if label is None or label > 0]
-    known = []
-    if args.labels:
-        known = [(a, p) for a, p, label in read_anchor_pairs(args.labels) if label is None or label > 0]
-    corpus = read_corpus(args.corpus) if args.corpus else None
-    if not pairs:
-        raise InputError(args.input, "at least one positive pair (label > 0 or no label)", got="none")
-    progress = sys.stderr.isatty()
-    encoder = load_model(args.model, device=args.device)
-    cross = load_cross_encoder(args.cross_encoder, max_length=args.max_length, device=args.device)
-    triplets, stats = mine_hard_negatives(
-        pairs, encoder, lambda todo: cross.predict(todo, batch_size=args.cross_batch_size, show_progress=progress),
-        corpus=corpus, ranks=args.ranks, threshold=args.threshold, negatives_per_pair=args.negatives_per_pair,
-        sampling=args.sampling, known_positives=known, index_kind=args.index, batch_size=args.batch_size,
-        seed=args.seed, show_progress=progress)
-    if len(rows) > len(pairs):
-        stats.notes.append(f"{len(rows) - len(pairs)} rows with label <= 0 skipped")
-    write_triplets(triplets, args.out)
-    print(stats.summary(), file=sys.stderr)
-    print(f"triplets: {args.out}", file=sys.stderr)
-    if args.summary:
-        atomic_write_text(args.summary, json.dumps({**stats.to_dict(), "out": args.out}, ensure_ascii=False,
-                                                   indent=2) + "\n")
-    return 0
-
-
-def _ranks(text: str) -> tuple[int, int]:
-    try:
-        return parse_ranks(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None

@@ -449,7 +449,7 @@ def write_pairs(pairs: Iterable[MinedPair], out: str | Path) -> tuple[int, int]:
     Returns:
         ``(written, duplicates_dropped)``.
     """
-    from luse.atomic import atomic_open
+    from luse.io import atomic_open
 
     seen: set[tuple[str, str]] = set()
     written = dropped = 0

@@ -1,0 +1,1 @@
+"""Training objectives: how a batch of items becomes texts, and how their embeddings become a loss."""
