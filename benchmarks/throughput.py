@@ -2,20 +2,19 @@
 
 One optimizer step is everything a training loop does per batch: tokenise, forward, loss,
 backward, gradient clipping (both trainers clip at 1.0 by default) and the AdamW step.  Both
-sides train the same model (m3e-small, fp32) on the same People's Daily sentences, batch after
+sides train the same model (m3e-small, weights in fp32) on the same People's Daily sentences, batch after
 batch, and the median step time after a few warm-up steps is reported.
 
 Sides
 -----
-``luse``   the library's own path: :class:`luse.model.encoder.SentenceEncoder` (default pooling, with the
-           exact savings of :mod:`luse.model.fastpath`: per-token layers on real tokens only, [CLS]-only last
-           layer, length-sorted chunks of 64 rows),
+``luse``   the library's own step, :func:`luse.train.step.train_step` (what ``train()`` runs), under an
+           Accelerator configured as the trainer configures it: :class:`luse.model.encoder.SentenceEncoder`
+           (default pooling, with the exact savings of :mod:`luse.model.fastpath`),
            :meth:`luse.objectives.views.ViewsObjective.collate` (each distinct text tokenised once, the
-           dropout copies repeat its rows), one forward over all views (under bf16 autocast where
-           the trainer's ``mixed_precision=auto`` would use it), ``objective.loss``
-           (``simcse_unsup`` for 2 views, ``luse`` for more), AdamW from
-           :func:`luse.train.loop.build_optimizer`; ``--grad-cache-chunk`` runs
-           :func:`luse.train.gradcache.grad_cache_step` as the trainer does.
+           dropout copies repeat its rows), one forward over all views (under bf16 autocast where the
+           trainer's ``mixed_precision`` would use it, ``--precision``), the loss (``simcse_unsup`` for 2
+           views, ``luse`` for more), clipping and AdamW from :func:`luse.train.loop.build_optimizer`;
+           ``--grad-cache-chunk`` runs GradCache inside the same step.
 ``peer``   sentence-transformers' unsupervised SimCSE: a ``SentenceTransformer`` built from the same
            directory (``Transformer`` + ``Pooling("cls")``) and ``MultipleNegativesRankingLoss``
            (scale 20 = temperature 0.05) on ``(s, s)`` pairs.  The step is written by hand on its
@@ -24,6 +23,11 @@ Sides
            its ``TrainingArguments`` default to (``adamw_torch_fused`` with torch >= 2.8).  The
            Trainer itself is not used: its dataset and logging machinery would be timed too.
            With ``--grad-cache-chunk`` it uses ``CachedMultipleNegativesRankingLoss``.
+
+Precision: where luse runs in bf16 autocast, the run has four sides: luse bf16, the peer with its own
+``bf16=True`` (the loss's forward under bf16 autocast, as its Trainer does), luse fp32 and the peer
+in fp32 (its default), so the speed-up is reported at matched precision first (bf16 vs bf16, fp32
+vs fp32), then with each side at its default.
 
 Each side runs in its own subprocess, so peak memory (``VmHWM`` reset before the first step, or
 ``torch.cuda.max_memory_allocated``) is that side's alone.  On a shared machine the load drifts
@@ -73,6 +77,7 @@ Run::
 
     python benchmarks/throughput.py --quick        # a smoke run: batch 16, 3 steps
     python benchmarks/throughput.py                # batch 64 x 2 views, max length 32, 5 steps
+    python benchmarks/throughput.py --precision bf16   # matched bf16 and fp32 pairs even without native bf16
     python benchmarks/throughput.py --sweep        # only: step time and memory vs views and batch (luse)
     python benchmarks/throughput.py --explore      # + luse variants: eager attention, AdamW kernel,
                                                    #   torch.compile, fewer threads, tokenisation
@@ -145,7 +150,7 @@ class RunSpec:
     cls_only: bool = True  # luse only: [CLS]-only last layer
     unpad: bool = True  # luse only: per-token layers on real tokens only
     fast_dropout: bool = True  # luse only: luse.model.dropout's cheap CPU masks
-    precision: str = "auto"  # luse only: the trainer's mixed_precision (auto: bf16 where native, else fp32)
+    precision: str = "auto"  # luse: the trainer's mixed_precision (auto: bf16 where native); peer: "bf16" is its bf16=True, else fp32
     label: str = ""
     corpus: str | None = None  # None: People's Daily; else a text file (a sentence a line) or an STS .tsv
 
@@ -259,90 +264,95 @@ def benchmark_sentences(count: int, corpus: str | None = None) -> list[str]:
     return sentences
 
 
+def benchmark_accelerator(bf16: bool, device: str):
+    """An Accelerator for one luse side, configured as :func:`luse.train.loop.setup` configures it.
+
+    accelerate keeps ONE mixed precision per process, and a paired run holds bf16 and fp32 sides
+    together; so every accelerator here is made with bf16 where the device can autocast to it, and an
+    fp32 side turns autocast off (what ``mixed_precision=no`` amounts to in the step)."""
+    from accelerate import Accelerator
+    from accelerate.utils import AutocastKwargs
+
+    return Accelerator(cpu=not device.startswith("cuda"), mixed_precision="bf16" if bf16_possible(device) else "no",
+                       kwargs_handlers=[AutocastKwargs(enabled=bf16)], step_scheduler_with_optimizer=False)
+
+
+def bf16_possible(device: str) -> bool:
+    import torch
+
+    return not device.startswith("cuda") or torch.cuda.is_bf16_supported()
+
+
 class LuseSide:
-    """The library's training step (mirrors ``luse.train.step.train_step`` without accelerate)."""
+    """The library's own training step, :func:`luse.train.step.train_step`, run as ``train()`` runs it."""
 
     def __init__(self, spec: RunSpec):
         import random
 
         import torch
+        from transformers import get_scheduler
 
         from luse.config import LossConfig, ViewsConfig
         from luse.io import m3e_small
         from luse.model.encoder import CLS_POOLINGS, SentenceEncoder
+        from luse.objectives.base import hooks
         from luse.objectives.views import ViewsObjective
         from luse.train.loop import build_optimizer
 
         self.spec, self.torch = spec, torch
-        self.encoder = SentenceEncoder.from_pretrained(str(m3e_small()), max_length=spec.max_length,
-                                                       attn_implementation=spec.attn, chunk_rows=spec.chunk_rows,
-                                                       cls_only=spec.cls_only, unpad=spec.unpad,
-                                                       fast_dropout=spec.fast_dropout).to(spec.device)
-        self.cls_only = self.encoder.cls_only and self.encoder.pooling in CLS_POOLINGS
-        self.encoder.train()  # from_pretrained leaves eval mode; the dropout views need train mode
+        encoder = SentenceEncoder.from_pretrained(str(m3e_small()), max_length=spec.max_length,
+                                                  attn_implementation=spec.attn, chunk_rows=spec.chunk_rows,
+                                                  cls_only=spec.cls_only, unpad=spec.unpad,
+                                                  fast_dropout=spec.fast_dropout).to(spec.device)
+        self.encoder = encoder
+        self.cls_only = encoder.cls_only and encoder.pooling in CLS_POOLINGS
         if spec.compile:
-            self.encoder.backbone.compile(dynamic=True)  # in place: parameter names stay as they are
-        self.shape = ModelShape.of(self.encoder.backbone)
+            encoder.backbone.compile(dynamic=True)  # in place: parameter names stay as they are
+        self.shape = ModelShape.of(encoder.backbone)
         loss = LossConfig(name="simcse_unsup" if spec.views == 2 else "luse", temperature=TEMPERATURE)
-        self.objective = ViewsObjective(self.encoder.tokenizer, spec.max_length,
+        self.objective = ViewsObjective(encoder.tokenizer, spec.max_length,
                                         ViewsConfig(dropout=spec.views - 1, eda=0), loss)
-        self.optimizer = build_optimizer(self.encoder, LEARNING_RATE, weight_decay=0.0)
+        optimizer = build_optimizer(encoder, LEARNING_RATE, weight_decay=0.0)
         if spec.adamw_kernel != "library":
             # Same parameter groups, other kernel. Only params and weight decay carry over: the built
             # groups also hold the library's fused / foreach choice, which would override ours.
-            groups = [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in self.optimizer.param_groups]
-            self.optimizer = torch.optim.AdamW(groups, lr=LEARNING_RATE, fused=spec.adamw_kernel == "fused")
+            groups = [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in optimizer.param_groups]
+            optimizer = torch.optim.AdamW(groups, lr=LEARNING_RATE, fused=spec.adamw_kernel == "fused")
         self.rng = random.Random(0)
-        # As the trainer runs it: bf16 autocast around the encoder (weights and optimizer fp32), the
-        # loss in fp32 on the vectors.
+        # As the trainer runs it: bf16 autocast around the encoder where mixed_precision says so
+        # (weights and optimizer fp32), the loss in fp32 on the vectors.
         self.bf16 = luse_uses_bf16(spec.precision, spec.device)
         self.matmul_dtype = "bfloat16" if self.bf16 else "float32"
-        self.description = (f"{'bf16 autocast: ' if self.bf16 else ''}"
-                            f"SentenceEncoder(pooling={self.encoder.pooling!r}, attn={spec.attn}, "
+        self.accelerator = benchmark_accelerator(self.bf16, spec.device)
+        self.scheduler = get_scheduler("constant", optimizer)
+        self.model, self.optimizer = self.accelerator.prepare(encoder, optimizer)
+        self.model.train()  # from_pretrained leaves eval mode; the dropout views need train mode
+        self.hooks = hooks(self.objective)
+        self.description = (f"luse.train.step.train_step{' under bf16 autocast' if self.bf16 else ''}: "
+                            f"SentenceEncoder(pooling={encoder.pooling!r}, attn={spec.attn}, "
                             f"chunk_rows={spec.chunk_rows}, cls_only={self.cls_only}, "
-                            f"unpad={self.encoder.unpad}, fast_dropout={spec.fast_dropout}) + "
-                            f"ViewsObjective({loss.name}) + {type(self.optimizer).__name__}"
-                            f"({'fused' if self.optimizer.defaults.get('fused') else 'default kernel'})")
+                            f"unpad={encoder.unpad}, fast_dropout={spec.fast_dropout}) + "
+                            f"ViewsObjective({loss.name}) + {type(optimizer).__name__}"
+                            f"({'fused' if optimizer.defaults.get('fused') else 'default kernel'})")
 
     def step(self, sentences: list[str]) -> tuple[dict[str, float], list[tuple[int, int]], int, float]:
-        from luse.objectives.base import MODEL_INPUTS
-        from luse.train.gradcache import grad_cache_step
+        from luse.train.step import train_step
 
-        torch, spec = self.torch, self.spec
+        spec = self.spec
         start = time.perf_counter()
         batch = self.objective.collate(sentences, self.rng)
-        inputs = {k: batch[k].to(spec.device) for k in MODEL_INPUTS if k in batch}
-        synchronize(spec.device)
-        tokenized = time.perf_counter()
-        phases = {"tokenize": tokenized - start}
-        if spec.grad_cache_chunk:
-            loss = grad_cache_step(self.encode, inputs, lambda emb: self.objective.loss(emb, batch),
-                                   spec.grad_cache_chunk)
-            synchronize(spec.device)
-            backward_done = time.perf_counter()
-            phases["forward+backward"] = backward_done - tokenized
-        else:
-            loss = self.objective.loss(self.encode(**inputs), batch)
-            synchronize(spec.device)
-            forward_done = time.perf_counter()
-            loss.backward()
-            synchronize(spec.device)
-            backward_done = time.perf_counter()
-            phases["forward"], phases["backward"] = forward_done - tokenized, backward_done - forward_done
-        if bool(torch.isfinite(loss)):  # the trainer's check: one host sync per step
-            torch.nn.utils.clip_grad_norm_(self.encoder.parameters(), MAX_GRAD_NORM)
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        synchronize(spec.device)
-        phases["optimizer"] = time.perf_counter() - backward_done
-        mask = inputs["attention_mask"]
-        blocks = self.blocks(mask)
-        return phases, blocks, int(mask.sum()), float(loss.detach())
+        phases = {"tokenize": time.perf_counter() - start}
+        last = [time.perf_counter()]
 
-    def encode(self, **inputs):
-        device_type = self.torch.device(self.spec.device).type
-        with self.torch.autocast(device_type, dtype=self.torch.bfloat16, enabled=self.bf16):
-            return self.encoder(**inputs).float()
+        def mark(phase: str) -> None:  # called by train_step as each phase ends
+            synchronize(spec.device)
+            now = time.perf_counter()
+            phases[phase], last[0] = now - last[0], now
+
+        loss = train_step(self.accelerator, self.model, self.optimizer, self.scheduler, self.hooks, batch,
+                          grad_cache_chunk=spec.grad_cache_chunk, max_grad_norm=MAX_GRAD_NORM, mark=mark)
+        mask = batch["attention_mask"]
+        return phases, self.blocks(mask), int(mask.sum()), float("nan") if loss is None else loss
 
     def blocks(self, mask) -> list[tuple[int, int, int]]:
         """The ``(rows, padded length, tokens)`` blocks the encoder really runs (its length chunks;
@@ -389,7 +399,10 @@ class PeerSide:
             transformer.auto_model.compile(dynamic=True)
         self.shape = ModelShape.of(transformer.auto_model)
         self.cls_only = False  # a plain forward
-        self.matmul_dtype = "float32"  # its trainer's default: no bf16 unless asked
+        # fp32 is its trainer's default; precision="bf16" is its TrainingArguments(bf16=True): the loss's
+        # forward under bf16 autocast (the Trainer's compute_loss context), backward and optimizer outside.
+        self.bf16 = spec.precision == "bf16"
+        self.matmul_dtype = "bfloat16" if self.bf16 else "float32"
         scale = 1 / TEMPERATURE
         if spec.grad_cache_chunk:
             self.loss = CachedMultipleNegativesRankingLoss(self.model, scale=scale,
@@ -400,7 +413,8 @@ class PeerSide:
         default_optim = str(TrainingArguments.__dataclass_fields__["optim"].default)
         fused = default_optim.endswith("fused")
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=LEARNING_RATE, weight_decay=0.0, fused=fused)
-        self.description = (f"SentenceTransformer(Transformer(attn={spec.attn}), Pooling('cls')) + "
+        self.description = (f"{'bf16=True (autocast): ' if self.bf16 else ''}"
+                            f"SentenceTransformer(Transformer(attn={spec.attn}), Pooling('cls')) + "
                             f"{type(self.loss).__name__}(scale={scale:g}) + AdamW(fused={fused}): "
                             f"TrainingArguments' default optim {default_optim!r}; hand-written loop, no Trainer")
 
@@ -412,7 +426,8 @@ class PeerSide:
         synchronize(spec.device)
         tokenized = time.perf_counter()
         phases = {"tokenize": tokenized - start}
-        loss = self.loss(features, None)  # no label column: its trainer passes None
+        with torch.autocast(torch.device(spec.device).type, dtype=torch.bfloat16, enabled=self.bf16):
+            loss = self.loss(features, None)  # no label column: its trainer passes None
         synchronize(spec.device)
         forward_done = time.perf_counter()
         loss.backward()
@@ -734,15 +749,38 @@ def run_paired_worker(specs: list[RunSpec], seconds: float | None) -> dict:
     }
 
 
-def run_paired_comparison(base: RunSpec, rounds: int) -> dict:
-    """luse against the peer in one process, a step of each in turn (see :func:`run_paired_worker`)."""
-    specs = [replace(base, side="luse", steps=rounds, label="luse"),
-             replace(base, side="peer", steps=rounds, label="sentence-transformers")]
-    result = launch_paired(specs, seconds=None)
-    luse, peer = result["step_seconds"]
-    speedups = [p / t for t, p in zip(luse, peer)]  # > 1: luse takes less time for the same batch
-    return {"rounds": result["rounds"], "luse_step_seconds": luse, "peer_step_seconds": peer,
-            "speedup_median": median(speedups), "speedup_min": min(speedups), "speedup_max": max(speedups)}
+def main_sides(base: RunSpec, with_peer: bool) -> dict[str, RunSpec]:
+    """The main run's sides: luse in the trainer's precision, and the peer in its default fp32. Where luse
+    autocasts to bf16, also luse in fp32 and the peer with its own ``bf16=True``, so each precision has
+    a matched pair."""
+    specs = {"luse": replace(base, side="luse", label="luse")}
+    if not with_peer:
+        return specs
+    specs["peer"] = replace(base, side="peer", precision="no", label="sentence-transformers")
+    if luse_uses_bf16(base.precision, base.device):
+        specs = {"luse": specs["luse"], "peer_bf16": replace(base, side="peer", precision="bf16", label="peer_bf16"),
+                 "luse_fp32": replace(base, side="luse", precision="no", label="luse_fp32"), "peer": specs["peer"]}
+    return specs
+
+
+def matched_pairs(sides: list[str]) -> list[tuple[str, str, str]]:
+    """``(label, luse side, peer side)``: same precision first, then each at its default."""
+    if "peer_bf16" in sides:
+        return [("bf16 vs bf16", "luse", "peer_bf16"), ("fp32 vs fp32", "luse_fp32", "peer"),
+                ("luse bf16 vs peer fp32 (each at its default)", "luse", "peer")]
+    return [("fp32 vs fp32", "luse", "peer")]
+
+
+def run_paired_comparison(specs: dict[str, RunSpec], rounds: int) -> dict:
+    """luse against the peer in one process, a step of each side in turn (see :func:`run_paired_worker`)."""
+    result = launch_paired([replace(spec, steps=rounds) for spec in specs.values()], seconds=None)
+    times = dict(zip(specs, result["step_seconds"]))
+    ratios = []
+    for label, luse, peer in matched_pairs(list(specs)):
+        speedups = [p / t for t, p in zip(times[luse], times[peer])]  # > 1: luse takes less time for the same batch
+        ratios.append({"label": label, "luse": luse, "peer": peer, "speedup_median": median(speedups),
+                       "speedup_min": min(speedups), "speedup_max": max(speedups)})
+    return {"rounds": result["rounds"], "step_seconds": times, "ratios": ratios}
 
 
 def run_explore(base: RunSpec, cores: int, seconds: float) -> dict:
@@ -769,7 +807,7 @@ def time_tokenization(spec: RunSpec, reps: int = 20) -> dict:
     from transformers import AutoTokenizer
 
     from luse.io import m3e_small
-    from luse.objectives.base import tokenize_unique
+    from luse.objectives.views import tokenize_unique
 
     tokenizer = AutoTokenizer.from_pretrained(str(m3e_small()))
     sentences = benchmark_sentences(spec.batch, spec.corpus)
@@ -803,36 +841,44 @@ def _ratio(a: float | None, b: float | None) -> str:
     return "n/a" if not a or not b else f"{a / b:.2f}"
 
 
-def comparison_table(luse: dict, peer: dict | None) -> str:
-    def value(side: dict | None, key: str, scale: float = 1.0) -> float | None:
-        if side is None or side.get(key) is None:
-            return None
-        return side[key] * scale
+COLUMN_NAMES = {"luse": "luse", "peer": "sentence-transformers", "luse_fp32": "luse fp32",
+                "peer_bf16": "sentence-transformers bf16"}
 
-    def phase(side: dict | None, name: str) -> float | None:
-        if side is None or name not in side["phase_seconds_median"]:
-            return None
-        return 1000 * side["phase_seconds_median"][name]
 
-    rows = [
-        ("encodings / s (sentences x views / step time)", value(luse, "encodings_per_second"),
-         value(peer, "encodings_per_second"), 1),
-        ("step time, median (ms)", value(luse, "step_seconds_median", 1000), value(peer, "step_seconds_median", 1000), 0),
-    ]
-    names = list(luse["phase_seconds_median"])
-    for name in (peer or {}).get("phase_seconds_median", {}):
-        if name not in names:
-            names.append(name)
-    rows += [(f"&nbsp;&nbsp;{name} (ms)", phase(luse, name), phase(peer, name), 0) for name in names]
+def comparison_table(result: dict) -> str:
+    """One column per side of the main run, and luse / peer at each matched precision."""
+    sides = [side for side in ("luse", "peer_bf16", "luse_fp32", "peer") if result.get(side)]
+    pairs = matched_pairs(sides)[:2] if "peer" in sides else []
+    names = dict(COLUMN_NAMES)
+    if "peer_bf16" in sides:
+        names.update(luse="luse bf16", peer="sentence-transformers fp32")
+
+    def value(side: str, key: str, scale: float = 1.0) -> float | None:
+        found = result[side].get(key)
+        return None if found is None else found * scale
+
+    def phase(side: str, name: str) -> float | None:
+        found = result[side]["phase_seconds_median"].get(name)
+        return None if found is None else 1000 * found
+
+    rows = [("encodings / s (sentences x views / step time)", lambda s: value(s, "encodings_per_second"), 1),
+            ("step time, median (ms)", lambda s: value(s, "step_seconds_median", 1000), 0)]
+    phase_names = list(dict.fromkeys(n for s in sides for n in result[s]["phase_seconds_median"]))
+    rows += [(f"&nbsp;&nbsp;{n} (ms)", lambda s, n=n: phase(s, n), 0) for n in phase_names]
     rows += [
-        ("padded tokens / step", value(luse, "padded_tokens_per_step"), value(peer, "padded_tokens_per_step"), 0),
-        ("model GFLOP / step", value(luse, "model_flops_per_step", 1e-9), value(peer, "model_flops_per_step", 1e-9), 1),
-        ("achieved GFLOP/s", value(luse, "achieved_gflops"), value(peer, "achieved_gflops"), 1),
-        ("MFU (% of measured matmul peak)", value(luse, "mfu", 100), value(peer, "mfu", 100), 1),
-        ("peak memory over the loop (MiB)", value(luse, "peak_memory_delta_mib"), value(peer, "peak_memory_delta_mib"), 0),
+        ("padded tokens / step", lambda s: value(s, "padded_tokens_per_step"), 0),
+        ("model GFLOP / step", lambda s: value(s, "model_flops_per_step", 1e-9), 1),
+        ("achieved GFLOP/s", lambda s: value(s, "achieved_gflops"), 1),
+        ("MFU (% of measured matmul peak in its dtype)", lambda s: value(s, "mfu", 100), 1),
+        ("peak memory over the loop (MiB)", lambda s: value(s, "peak_memory_delta_mib"), 0),
     ]
-    body = [(label, _num(a, d), _num(b, d), _ratio(a, b)) for label, a, b, d in rows]
-    return markdown_table(["", "luse", "sentence-transformers", "luse / peer"], body, "lrrr")
+    body = []
+    for label, get, digits in rows:
+        cells = [_num(get(s), digits) for s in sides]
+        cells += [_ratio(get(luse), get(peer)) for _, luse, peer in pairs]
+        body.append((label, *cells))
+    header = ["", *(names[s] for s in sides), *(f"luse / peer, {label.split(' vs ')[0]}" for label, _, _ in pairs)]
+    return markdown_table(header, body, "l" + "r" * (len(header) - 1))
 
 
 def sweep_markdown(sweep: dict) -> str:
@@ -923,20 +969,25 @@ def peak_line(peak: dict, dtype: str) -> str:
 
 
 def paired_lines(paired: dict | None) -> list[str]:
-    """The luse/peer speed-up measured in one process, step against step (robust to load drift)."""
+    """The luse/peer speed-ups measured in one process, step against step (robust to load drift)."""
     if not paired:
         return []
-    return [f"Paired in one process ({paired['rounds']} rounds, one step of each side in turn on the same batch): "
-            f"luse is **{paired['speedup_median']:.2f}x** the peer's encodings/s (median of the per-round ratios; "
-            f"range {paired['speedup_min']:.2f} to {paired['speedup_max']:.2f}). On a shared machine this is the "
-            "ratio to trust; the separate-process columns above give phases and memory.", ""]
+    if "ratios" not in paired:  # files from before the matched-precision rows
+        paired = {**paired, "ratios": [{"label": "luse bf16 vs peer fp32 (each at its default)", **paired}]}
+    lines = [f"Paired in one process ({paired['rounds']} rounds, one step of each side in turn on the same batch), "
+             "luse's encodings/s over the peer's (median of the per-round ratios, range in brackets). On a shared "
+             "machine these are the ratios to trust; the separate-process columns above give phases and memory.", ""]
+    lines += [f"- {r['label']}: luse is **{r['speedup_median']:.2f}x** the peer "
+              f"({r['speedup_min']:.2f} to {r['speedup_max']:.2f})" for r in paired["ratios"]]
+    return [*lines, ""]
 
 
 def report(result: dict) -> str:
     settings, luse, peer = result["settings"], result["luse"], result.get("peer")
     shape = luse["model_shape"]
     peaks = result.get("matmul_peaks") or {"float32": result["matmul_peak"]}  # files from before bf16
-    precision = "fp32, luse with bf16 autocast" if "bfloat16" in peaks else "fp32"
+    precision = ("each side in bf16 autocast and in fp32" if result.get("peer_bf16") else
+                 "fp32, luse with bf16 autocast" if "bfloat16" in peaks and peer else "fp32")
     lines = report_header("Training throughput: luse against sentence-transformers", result)
     lines += [
         f"Setup: m3e-small ({shape['layers']} layers, hidden {shape['hidden']}, "
@@ -947,14 +998,14 @@ def report(result: dict) -> str:
         f"process; lr {LEARNING_RATE:g}, clipping at {MAX_GRAD_NORM:g}."
         + (f" GradCache: chunks of {settings['grad_cache_chunk']} rows." if settings["grad_cache_chunk"] else ""),
         "",
-        comparison_table(luse, peer),
+        comparison_table(result),
         "",
         "luse / peer above 1 means more of it on the luse side (faster for encodings/s, slower for times).",
         "",
         *paired_lines(result.get("paired")),
-        f"- luse: {luse['description']}.",
-        (f"- sentence-transformers: {peer['description']}." if peer else
-         "- sentence-transformers: not run (its unsupervised SimCSE has exactly 2 views)."),
+        *[f"- {COLUMN_NAMES[side]}: {result[side]['description']}." for side in ("luse", "luse_fp32", "peer", "peer_bf16")
+          if result.get(side)],
+        *([] if peer else ["- sentence-transformers: not run (its unsupervised SimCSE has exactly 2 views)."]),
         *[peak_line(peak, dtype) for dtype, peak in peaks.items()],
         f"- Model FLOPs per block of `rows` sequences padded to `T`: `6 P rows T + 12 L H rows T^2` with "
         f"P = {shape['layer_weights']:,}, L = {shape['layers']}, H = {shape['hidden']} (module docstring: what "
@@ -991,6 +1042,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="GradCache rows per chunk on both sides (default 0: off)")
     parser.add_argument("--attn", choices=("sdpa", "eager"), default="sdpa", help="attention kernel (default sdpa)")
     parser.add_argument("--device", default="auto", help="auto (cuda when there), cpu, cuda, cuda:N")
+    parser.add_argument("--precision", choices=("auto", "bf16", "no"), default="auto",
+                        help="luse's mixed_precision, as the trainer reads it (default auto: bf16 where the device "
+                             "does it natively). With bf16 both sides also run in the other precision, so each "
+                             "precision has a matched luse / peer pair")
     parser.add_argument("--sweep", action="store_true",
                         help="only time luse against views 2,5,9 and batch 32..512, with and without GradCache "
                              "(its own results file, throughput_sweep.md)")
@@ -1030,9 +1085,9 @@ def luse_uses_bf16(precision: str, device: str) -> bool:
     return resolve_mixed_precision(precision, device) == "bf16"
 
 
-def matmul_dtypes(device: str) -> list[str]:
-    """The dtypes whose matmul peak the run needs: fp32 (the peer), and bf16 when luse autocasts to it."""
-    return ["float32", "bfloat16"] if luse_uses_bf16("auto", device) else ["float32"]
+def matmul_dtypes(device: str, precision: str = "auto") -> list[str]:
+    """The dtypes whose matmul peak the run needs: fp32, and bf16 when luse autocasts to it."""
+    return ["float32", "bfloat16"] if luse_uses_bf16(precision, device) else ["float32"]
 
 
 def resolve_device(name: str) -> str:
@@ -1105,18 +1160,19 @@ def main(argv: list[str] | None = None) -> int:
         args.warmup = 3 if device.startswith("cuda") else 1
     base = RunSpec(side="luse", batch=args.batch, views=args.views, max_length=args.max_length, warmup=args.warmup,
                    steps=args.steps, device=device, threads=args.threads, grad_cache_chunk=args.grad_cache_chunk,
-                   attn=args.attn, corpus=args.corpus)
+                   attn=args.attn, corpus=args.corpus, precision=args.precision)
     print(f"matmul peak on {device} ...", file=sys.stderr)
-    peaks = {dtype: measure_matmul_peak(device, args.threads, dtype=dtype) for dtype in matmul_dtypes(device)}
-    sides = ["luse", "peer"] if args.views == 2 and not args.sweep else ["luse"]
-    runs: dict[str, list[dict]] = {side: [] for side in sides}
+    peaks = {dtype: measure_matmul_peak(device, args.threads, dtype=dtype)
+             for dtype in matmul_dtypes(device, args.precision)}
+    specs = main_sides(base, with_peer=args.views == 2 and not args.sweep)
+    runs: dict[str, list[dict]] = {side: [] for side in specs}
     try:
         rounds = 1 if args.sweep else args.rounds  # the sweep only plans its budget from luse's speed
         for round_index in range(rounds):
-            order = sides if round_index % 2 == 0 else sides[::-1]  # alternate who goes first
+            order = list(specs) if round_index % 2 == 0 else list(specs)[::-1]  # alternate who goes first
             for side in order:
                 print(f"round {round_index + 1}/{rounds}: {side} ...", file=sys.stderr)
-                runs[side].append(launch(replace(base, side=side)))
+                runs[side].append(launch(specs[side]))
     except WorkerError as error:
         print(error, file=sys.stderr)
         return 1
@@ -1133,7 +1189,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": command_line(),
         "machine": machine,
         "versions": versions(),
-        "settings": {"corpus": args.corpus, "batch": args.batch, "views": args.views, "max_length": args.max_length, "steps": args.steps,
+        "settings": {"precision": args.precision, "corpus": args.corpus, "batch": args.batch, "views": args.views, "max_length": args.max_length, "steps": args.steps,
                      "warmup": args.warmup, "rounds": args.rounds, "threads": args.threads,
                      "grad_cache_chunk": args.grad_cache_chunk, "attn": args.attn, "device": device,
                      "lr": LEARNING_RATE, "max_grad_norm": MAX_GRAD_NORM, "temperature": TEMPERATURE},
@@ -1146,16 +1202,18 @@ def main(argv: list[str] | None = None) -> int:
         return finish(result, sweep_report, (args.results_name or results_name(args.corpus, device)) + "_sweep",
                       args.no_save)
     if "peer" in summaries:
-        print("paired: luse and peer in one process, a step of each in turn ...", file=sys.stderr)
+        print(f"paired: {', '.join(specs)} in one process, a step of each in turn ...", file=sys.stderr)
         try:
-            result["paired"] = run_paired_comparison(base, args.steps * args.rounds)
+            result["paired"] = run_paired_comparison(specs, args.steps * args.rounds)
         except WorkerError as error:
             print(error, file=sys.stderr)
             return 1
+        matched = result["paired"]["ratios"][0]  # luse / peer at the same precision: the headline
         result["ratios_luse_over_peer"] = {
             "encodings_per_second": summaries["luse"]["encodings_per_second"] / summaries["peer"]["encodings_per_second"],
             "step_seconds": summaries["luse"]["step_seconds_median"] / summaries["peer"]["step_seconds_median"],
-            "encodings_per_second_paired": result["paired"]["speedup_median"],
+            "encodings_per_second_paired_matched_precision": matched["speedup_median"],
+            "matched_precision": matched["label"],
         }
     if args.explore:
         print("explore ...", file=sys.stderr)
