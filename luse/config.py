@@ -80,6 +80,11 @@ class LossConfig:
     # luse: "share" (LUSE's target, positives split probability 1) or "each" (a softmax per positive
     # over it and the negatives; see luse/losses/luse.py). The same for 2 views.
     positives: str = "share"
+    # Stay near the base (luse.objectives.anchor): > 0 adds this weight times the similarity-distillation
+    # loss between the student's vectors and those of a frozen copy of the base, read in anchor_pooling
+    # ("auto": the pooling the base was trained with, as its files declare; else model.pooling).
+    anchor_weight: float = 0.0
+    anchor_pooling: str = "auto"
 
 
 @dataclass
@@ -149,6 +154,7 @@ LOSS_RECIPES = {"luse": "pretrain_luse", "simcse_unsup": "simcse_unsup", "simcse
 
 CHOICES = {
     "model.pooling": ("pooler", "cls", "mean", "first_last_avg"),
+    "loss.anchor_pooling": ("auto", "pooler", "cls", "mean", "first_last_avg"),
     "loss.name": tuple(LOSS_RECIPES),
     "mixed_precision": ("auto", "no", "fp16", "bf16"),
     "on_nan": ("stop", "skip"),
@@ -344,6 +350,8 @@ def validate(config: TrainConfig) -> None:
     if config.loss.queue_size < 0 or not 0.0 <= config.loss.momentum <= 1.0:
         raise InputError("config", "loss.queue_size >= 0 and loss.momentum in [0, 1]",
                          f"queue_size={config.loss.queue_size} momentum={config.loss.momentum}")
+    if config.loss.anchor_weight < 0:
+        raise InputError("config", "loss.anchor_weight >= 0 (0: no anchor)", config.loss.anchor_weight)
     distill = config.distill
     if distill.student_layers < 0:
         raise InputError("config", "distill.student_layers >= 0", distill.student_layers)

@@ -179,6 +179,29 @@ def read_export_info(path: str | os.PathLike) -> dict[str, Any] | None:
     return info
 
 
+def declared_pooling(path: str | os.PathLike, fallback: str) -> str:
+    """The pooling a model directory says its vectors were trained with: ``luse.json``, then a
+    sentence-transformers ``1_Pooling`` (CLS or mean), then m3e/uniem's ``uniem_embedding_strategy``;
+    ``fallback`` when it says none (a hub name, a plain BERT)."""
+    folder = Path(path)
+    info = read_export_info(folder) if folder.is_dir() else None
+    if info is not None:
+        return info.get("pooling", DEFAULT_POOLING)
+    pooling_file = folder / "1_Pooling" / "config.json"
+    if pooling_file.is_file():
+        modes = json.loads(pooling_file.read_text(encoding="utf-8"))
+        if modes.get("pooling_mode_mean_tokens"):
+            return "mean"
+        if modes.get("pooling_mode_cls_token"):
+            return "cls"
+    config_file = folder / "config.json"
+    if config_file.is_file():
+        strategy = json.loads(config_file.read_text(encoding="utf-8")).get("uniem_embedding_strategy", "")
+        if isinstance(strategy, str) and strategy.endswith("mean"):
+            return "mean"
+    return fallback
+
+
 def load_model(model: str, *, pooling: str | None = None, max_length: int | None = None,
                device: str | None = None):
     """A :class:`~luse.model.encoder.SentenceEncoder` for ``luse eval`` and other inference commands.

@@ -15,6 +15,7 @@ import torch
 
 from luse.config import LossConfig, TrainConfig, ViewsConfig
 from luse.losses import luse_loss, simcse_unsup_loss
+from luse.objectives.anchor import with_anchor
 from luse.objectives.base import tokenize_unique
 from luse.objectives.momentum import with_queue
 
@@ -83,7 +84,8 @@ def eda_augmenter(views: ViewsConfig) -> Augmenter:
 
 def views_objective(config: TrainConfig, tokenizer):
     """The views objective ``config`` asks for: EDA views when ``views.eda > 0``, paraphrases when
-    ``views.generated > 0``, a momentum queue when ``loss.queue_size > 0``."""
+    ``views.generated > 0``, a momentum queue when ``loss.queue_size > 0``, anchored to the base when
+    ``loss.anchor_weight > 0``."""
     views = config.views
     augmenter = eda_augmenter(views) if views.eda else None
     paraphraser = None
@@ -92,4 +94,4 @@ def views_objective(config: TrainConfig, tokenizer):
 
         paraphraser = ParaphraseViews(views.paraphrases)
     objective = ViewsObjective(tokenizer, config.model.max_length, views, config.loss, augmenter, paraphraser)
-    return with_queue(config.loss, objective)
+    return with_anchor(config.loss, config.model, with_queue(config.loss, objective))
