@@ -1,7 +1,7 @@
 """One error type for bad input, so every reader reports problems the same way.
 
-The message is one line: ``FILE:LINE: expected WHAT, got WHAT``. Callers catch ``InputError``
-at the command line and print it without a traceback.
+The message is one line: ``FILE:LINE: expected WHAT, got WHAT (HINT)``, the hint optional. Callers
+catch ``InputError`` at the command line and print it without a traceback.
 """
 
 from __future__ import annotations
@@ -10,12 +10,15 @@ from __future__ import annotations
 class InputError(ValueError):
     """Bad user input (a data file, a config, an override): names the place and what was expected."""
 
-    def __init__(self, where: str, expected: str, got: str | None = None, line: int | None = None):
-        self.where, self.line, self.expected, self.got = str(where), line, expected, got
+    def __init__(self, where: str, expected: str, got: str | None = None, line: int | None = None,
+                 hint: str | None = None):
+        self.where, self.line, self.expected, self.got, self.hint = str(where), line, expected, got, hint
         place = f"{where}:{line}" if line is not None else str(where)
         message = f"{place}: expected {expected}"
         if got is not None:
             message += f", got {_short(got)}"
+        if hint:
+            message += f" ({hint})"  # what the input looks like instead, and which recipe reads that
         super().__init__(message)
 
 

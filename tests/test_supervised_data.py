@@ -139,3 +139,50 @@ def test_read_pairs_streams_lazily(tmp_path):
     assert next(pairs) == ("a", "b", 1.0)  # the bad second line only fails when reached
     with pytest.raises(InputError):
         next(pairs)
+
+
+# --- another reader's format: refused in one line naming the recipe that reads it ----------
+
+def _refusals(reader, *cases):
+    return [pytest.param(reader, *case, id=f"{reader}-{case[0]}-{n}") for n, case in enumerate(cases)]
+
+
+@pytest.mark.parametrize("reader, name, content, recipe", [
+    *_refusals("read_triplets",
+               ("sts.tsv", "一个女人在跳舞\t一个人在跳舞\t5\n", "recipes/cosent.py"),  # 5 would be the negative
+               ("sts.tsv", "甲\t乙\t0.5\n", "recipes/cosent.py"),
+               ("lcqmc.jsonl", '{"sentence1": "花呗怎么还款", "sentence2": "花呗如何还钱", "label": 1}\n',
+                "recipes/cosent.py"),
+               ("p.jsonl", '{"text1": "甲", "text2": "乙", "score": 0.8}\n', "recipes/cosent.py"),
+               ("p.csv", "sentence1,sentence2,label\n甲,乙,1\n", "recipes/cosent.py"),
+               ("p.tsv", "甲\t乙\n", "recipes/roformer_sim.py"),
+               ("p.jsonl", '{"text1": "甲", "text2": "乙"}\n', "recipes/roformer_sim.py")),
+    *_refusals("read_pairs",
+               ("t.tsv", "一个人在跑步\t有人在运动\t没有人在动\n", "recipes/simcse_sup.py"),
+               ("t.jsonl", '{"anchor": "甲", "positive": "乙", "negative": "丙"}\n', "recipes/simcse_sup.py"),
+               ("t.jsonl", '{"anchor": "甲", "positive": "乙", "negative": "丙", "score": 1}\n',
+                "recipes/simcse_sup.py"),
+               ("t.csv", "sent0,sent1,hard_neg\n甲,乙,丙\n", "recipes/simcse_sup.py"),
+               ("p.tsv", "甲\t乙\n", "recipes/roformer_sim.py"),
+               ("p.jsonl", '{"sentence1": "甲", "sentence2": "乙"}\n', "recipes/roformer_sim.py")),
+    *_refusals("read_similar_pairs",
+               ("lcqmc.jsonl", '{"sentence1": "甲", "sentence2": "乙", "label": 0}\n', "recipes/cosent.py"),
+               ("p.csv", "text1,text2,label\n甲,乙,0\n", "recipes/cosent.py"),
+               ("sts.tsv", "甲\t乙\t0\n", "recipes/cosent.py"),
+               ("t.tsv", "甲\t乙\t丙\n", "recipes/simcse_sup.py")),
+])
+def test_a_reader_refuses_another_recipes_format_naming_that_recipe(tmp_path, reader, name, content, recipe):
+    from luse.data import supervised
+    path = write(tmp_path / name, content)
+    with pytest.raises(InputError) as error:
+        list(getattr(supervised, reader)(path))
+    assert "\n" not in str(error.value) and recipe in str(error.value), str(error.value)
+    assert str(error.value).startswith(f"{path}:"), str(error.value)
+
+
+def test_similar_pairs_keep_mined_scores_and_triplets_keep_extra_keys(tmp_path):
+    from luse.data.supervised import read_similar_pairs
+    mined = write(tmp_path / "mined.jsonl", '{"text1": "甲", "text2": "乙", "score": 0.8, "scheme": 2}\n')
+    assert list(read_similar_pairs(mined)) == [("甲", "乙")]
+    mined_triplets = write(tmp_path / "t.jsonl", '{"anchor": "甲", "positive": "乙", "negative": "丙", "score": 1}\n')
+    assert list(read_triplets(mined_triplets)) == [("甲", "乙", "丙")]

@@ -43,6 +43,18 @@ SCORE_KEYS: tuple[str, ...] = ("score", "label", "similarity")
 
 _FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".tsv": "tsv", ".csv": "csv"}
 
+#: What a file of another recipe's format is, and who reads it: the hint of the one-line error when a
+#: reader is given a format it does not take (scored pairs would otherwise train as triplets whose
+#: negative is the score).
+SCORED_PAIRS = "this looks like scored pairs, which recipes/cosent.py reads, or recipes/cross_encoder.py for labels"
+TRIPLETS = "this looks like triplets, which recipes/simcse_sup.py reads"
+SIMILAR_PAIRS = "this looks like unscored pairs, which recipes/roformer_sim.py reads as similar pairs"
+LABELLED_PAIRS = ("this looks like labelled pairs, some not similar, which recipes/cosent.py and "
+                  "recipes/cross_encoder.py read; keep only the similar ones, without the label")
+#: Keys that make a record of two texts a labelled or graded pair (mine-pairs' ``score`` is a similarity
+#: above its threshold, so similar-pair readers accept ``score`` and refuse these).
+GRADE_KEYS: tuple[str, ...] = ("label", "similarity")
+
 
 def read_triplets(path: str | PathLike) -> Iterator[tuple[str, str, str]]:
     """Stream ``(anchor, positive, negative)`` triplets from a ``.jsonl``, ``.tsv`` or ``.csv`` file.
@@ -65,11 +77,11 @@ def read_triplets(path: str | PathLike) -> Iterator[tuple[str, str, str]]:
     forms = " or ".join("/".join(keys) for keys in TRIPLET_KEYS)
     if kind == "jsonl":
         return _jsonl_records(path, lambda record: _triplet_from_mapping(record, TRIPLET_KEYS),
-                              f"a JSON object with string fields {forms}")
+                              f"a JSON object with string fields {forms}", _not_triplets)
     if kind == "tsv":
         return _tsv_records(path, 3, _triplet_from_row, TRIPLET_KEYS,
-                            "3 tab-separated columns (anchor<TAB>positive<TAB>negative)")
-    return _csv_records(path, TRIPLET_KEYS, (), f"a header naming the columns {forms}")
+                            "3 tab-separated columns (anchor<TAB>positive<TAB>negative)", _not_triplet_row)
+    return _csv_records(path, TRIPLET_KEYS, (), f"a header naming the columns {forms}", _not_triplet_header)
 
 
 def read_pairs(path: str | PathLike) -> Iterator[tuple[str, str, float]]:
@@ -95,11 +107,13 @@ def read_pairs(path: str | PathLike) -> Iterator[tuple[str, str, float]]:
     scores = "/".join(SCORE_KEYS)
     if kind == "jsonl":
         return _jsonl_records(path, _pair_from_mapping,
-                              f"a JSON object with string fields {forms} and a numeric {scores}")
+                              f"a JSON object with string fields {forms} and a numeric {scores}", _not_scored_pairs)
     if kind == "tsv":
         return _tsv_records(path, 3, _pair_from_row, PAIR_KEYS,
-                            "3 tab-separated columns (sentence1<TAB>sentence2<TAB>score) with a numeric score")
-    return _csv_records(path, PAIR_KEYS, SCORE_KEYS, f"a header naming the columns {forms} and {scores}")
+                            "3 tab-separated columns (sentence1<TAB>sentence2<TAB>score) with a numeric score",
+                            _not_scored_row)
+    return _csv_records(path, PAIR_KEYS, SCORE_KEYS, f"a header naming the columns {forms} and {scores}",
+                        _not_scored_header)
 
 
 def _open_format(path: str | PathLike) -> tuple[Path, str]:
@@ -115,7 +129,8 @@ def _open_format(path: str | PathLike) -> tuple[Path, str]:
 
 # --- JSON lines ----------------------------------------------------------------------------
 
-def _jsonl_records(path: Path, convert, expected: str) -> Iterator[tuple]:
+def _jsonl_records(path: Path, convert, expected: str, other_format) -> Iterator[tuple]:
+    """``other_format(record)``: the hint naming the recipe that reads such a record, or None (checked first)."""
     for line_number, line in iter_text_lines(path):
         if not line.strip():
             continue
@@ -123,9 +138,10 @@ def _jsonl_records(path: Path, convert, expected: str) -> Iterator[tuple]:
             record = json.loads(line)
         except (ValueError, RecursionError):
             raise InputError(path, expected, got=line, line=line_number) from None
-        result = convert(record) if isinstance(record, dict) else None
+        hint = other_format(record) if isinstance(record, dict) else None
+        result = convert(record) if isinstance(record, dict) and hint is None else None
         if result is None:
-            raise InputError(path, expected, got=line, line=line_number)
+            raise InputError(path, expected, got=line, line=line_number, hint=hint)
         yield result
 
 
@@ -149,7 +165,8 @@ def _pair_from_mapping(record: dict[str, Any]) -> tuple[str, str, float] | None:
 # --- TSV -----------------------------------------------------------------------------------
 
 def _tsv_records(path: Path, width: int, convert, header_sets: Iterable[Sequence[str]],
-                 expected: str) -> Iterator[tuple]:
+                 expected: str, other_format) -> Iterator[tuple]:
+    """``other_format(fields)``: the hint naming the recipe that reads such a row, or None (checked first)."""
     headers = {tuple(keys) for keys in header_sets}
     for line_number, line in iter_text_lines(path):
         if not line.strip():
@@ -157,9 +174,10 @@ def _tsv_records(path: Path, width: int, convert, header_sets: Iterable[Sequence
         fields = line.split("\t")
         if line_number == 1 and _looks_like_header(fields, headers):
             continue
-        result = convert(fields) if len(fields) == width else None
+        hint = other_format(fields)
+        result = convert(fields) if len(fields) == width and hint is None else None
         if result is None:
-            raise InputError(path, expected, got=line, line=line_number)
+            raise InputError(path, expected, got=line, line=line_number, hint=hint)
         yield result
 
 
@@ -183,7 +201,9 @@ def _pair_from_row(fields: list[str]) -> tuple[str, str, float] | None:
 # --- CSV -----------------------------------------------------------------------------------
 
 def _csv_records(path: Path, text_sets: Sequence[Sequence[str]], score_keys: Sequence[str],
-                 header_expected: str) -> Iterator[tuple]:
+                 header_expected: str, other_format) -> Iterator[tuple]:
+    """``other_format(names)``: the hint naming the recipe that reads a file with these lower-cased
+    header names, or None (checked first)."""
     # csv.reader sees whole lines (newline restored), so quoted fields may span lines.
     lines = (line + "\n" for _, line in iter_text_lines(path))
     reader = csv.reader(lines, strict=True)
@@ -191,9 +211,10 @@ def _csv_records(path: Path, text_sets: Sequence[Sequence[str]], score_keys: Seq
         header = next(reader, None)
         if header is None:
             return
-        columns = _csv_columns(header, text_sets, score_keys)
+        hint = other_format([name.strip().lower() for name in header])
+        columns = _csv_columns(header, text_sets, score_keys) if hint is None else None
         if columns is None:
-            raise InputError(path, header_expected, got=",".join(header), line=1)
+            raise InputError(path, header_expected, got=",".join(header), line=1, hint=hint)
         expected = f"{len(header)} comma-separated fields under the header {','.join(header)!r}"
         if score_keys:
             expected += " with a numeric score"
@@ -258,6 +279,10 @@ def read_similar_pairs(path: str | PathLike) -> Iterator[tuple[str, str]]:
     ``text_a/text_b``, ``s1/s2``, ``anchor/positive``, ``query/pos``; other keys ignored), ``.tsv``
     (``a<TAB>b``) or ``.csv`` (a header naming one of those column pairs).
 
+    A ``label`` or ``similarity`` key or column is refused: a labelled set holds pairs that are not
+    similar (``score``, which mine-pairs writes above its threshold, is accepted). So is a third
+    TSV column (scored pairs or triplets, which other recipes read).
+
     Raises:
         InputError: at the first malformed line, naming the file, the line and the accepted forms.
     """
@@ -267,8 +292,59 @@ def read_similar_pairs(path: str | PathLike) -> Iterator[tuple[str, str]]:
     forms = " or ".join("/".join(k) for k in keys)
     if kind == "jsonl":
         return _jsonl_records(path, lambda record: _triplet_from_mapping(record, keys),
-                                 f"a JSON object with string fields {forms}")
+                              f"a JSON object with string fields {forms}", _graded)
     if kind == "tsv":
         return _tsv_records(path, 2, lambda row: tuple(row) if all(_is_text(f) for f in row) else None,
-                               keys, "2 tab-separated non-empty columns (sentence<TAB>similar sentence)")
-    return _csv_records(path, keys, (), f"a header naming the columns {forms}")
+                            keys, "2 tab-separated non-empty columns (sentence<TAB>similar sentence)",
+                            _three_columns)
+    return _csv_records(path, keys, (), f"a header naming the columns {forms}", _graded)
+
+
+# --- formats of the other readers: refused with a hint naming the recipe that reads them ------
+
+def _has(record, key_sets: Sequence[Sequence[str]]) -> bool:
+    return any(all(key in record for key in keys) for keys in key_sets)
+
+
+def _not_triplets(record: dict[str, Any]) -> str | None:
+    if _has(record, TRIPLET_KEYS) or not _has(record, PAIR_KEYS):
+        return None
+    return SCORED_PAIRS if any(key in record for key in SCORE_KEYS) else SIMILAR_PAIRS
+
+
+def _not_scored_pairs(record: dict[str, Any]) -> str | None:
+    if _has(record, TRIPLET_KEYS):
+        return TRIPLETS
+    if _has(record, PAIR_KEYS) and not any(key in record for key in SCORE_KEYS):
+        return SIMILAR_PAIRS
+    return None
+
+
+def _graded(record: dict[str, Any] | list[str]) -> str | None:
+    return LABELLED_PAIRS if any(key in record for key in GRADE_KEYS) else None
+
+
+def _not_triplet_row(fields: list[str]) -> str | None:
+    if len(fields) == 3 and parse_score(fields[2]) is not None:
+        return SCORED_PAIRS  # a number is never a hard negative: s1<TAB>s2<TAB>5 is an STS line
+    return SIMILAR_PAIRS if len(fields) == 2 else None
+
+
+def _not_scored_row(fields: list[str]) -> str | None:
+    if len(fields) == 3 and _is_text(fields[2]) and parse_score(fields[2]) is None:
+        return TRIPLETS
+    return SIMILAR_PAIRS if len(fields) == 2 else None
+
+
+def _three_columns(fields: list[str]) -> str | None:
+    if len(fields) != 3:
+        return None
+    return SCORED_PAIRS if parse_score(fields[2]) is not None else TRIPLETS
+
+
+def _not_triplet_header(names: list[str]) -> str | None:
+    return _not_triplets(dict.fromkeys(names))
+
+
+def _not_scored_header(names: list[str]) -> str | None:
+    return _not_scored_pairs(dict.fromkeys(names))
