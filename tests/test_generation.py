@@ -224,3 +224,24 @@ def test_pretrain_luse_with_generated_views(tmp_path, tiny_bert):
     assert f"paraphrases: {len(SENTENCES)} texts" in result.stderr
     assert "is not in" not in result.stderr  # every corpus sentence found its paraphrases
     assert (tmp_path / "out" / "final" / "model.safetensors").exists()
+
+
+def test_cli_refuses_a_model_without_an_lm_head(tiny_bert, capsys):
+    # tiny_bert is a plain BertModel, like any sentence-encoder export: a new random head would write noise
+    code = main(["generate", str(tiny_bert), TEXT, "-n", "2", "-k", "1", "--max-length", "6"])
+    assert code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "LM head" in lines[0] and str(tiny_bert) in lines[0], captured.err
+
+
+@pytest.mark.parametrize("kind", ["bert", "roformer"])
+def test_checkpoint_has_lm_head_from_weight_names(kind, tiny_bert, tiny_roformer, tmp_path):
+    from luse.model.seq2seq import checkpoint_has_lm_head
+
+    encoder = tiny_bert if kind == "bert" else tiny_roformer
+    assert checkpoint_has_lm_head(encoder) is False
+    generator = export_seq2seq(Seq2SeqModel.from_pretrained(str(encoder), max_length=8), tmp_path / "g")
+    assert checkpoint_has_lm_head(generator) is True
+    assert checkpoint_has_lm_head(tmp_path / "nothing-here") is None

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     if args.input is not None and not args.out:
         raise InputError("luse generate", "--out FILE.jsonl with --in")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_seq2seq(args.model, max_length=args.max_length).to(device).eval()
+    model = load_seq2seq(args.model, max_length=args.max_length, need_lm_head=True).to(device).eval()
     encoder = None
     if args.encoder:
         from luse.model.export import load_model

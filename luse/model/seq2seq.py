@@ -110,8 +110,10 @@ class Seq2SeqModel(SentenceEncoder):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, max_length: int = 64,
-                        attn_implementation: str | None = "sdpa", **_: Any) -> Seq2SeqModel:
-        """Load a BERT or RoFormer checkpoint, with its LM head if it has one (else a new head, logged)."""
+                        attn_implementation: str | None = "sdpa", log_new_head: bool = True,
+                        **_: Any) -> Seq2SeqModel:
+        """Load a BERT or RoFormer checkpoint, with its LM head if it has one (else a new head, logged
+        unless ``log_new_head`` is false; ``new_lm_head`` says which)."""
         from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
 
         from luse.io import resolve_model
@@ -128,7 +130,7 @@ class Seq2SeqModel(SentenceEncoder):
             mlm, info = AutoModelForMaskedLM.from_pretrained(path, config=config, output_loading_info=True)
         prefix = mlm.base_model_prefix
         new_head = sorted(k for k in info.get("missing_keys", ()) if not k.startswith(prefix + "."))
-        if new_head:
+        if new_head and log_new_head:
             logger.warning("%s has no LM head: started a new one (tied to the input embeddings; "
                            "initialised: %s)", name_or_path, ", ".join(new_head))
         model = cls(mlm, tokenizer, max_length=max_length)
@@ -171,12 +173,62 @@ def check_pooling(pooling: str) -> None:
                          "its sentence vector is the [CLS] state", pooling)
 
 
-def load_seq2seq(path: str | os.PathLike, max_length: int | None = None) -> Seq2SeqModel:
-    """A seq2seq model from an export (``luse.json`` gives max_length) or any BERT/RoFormer checkpoint."""
+def load_seq2seq(path: str | os.PathLike, max_length: int | None = None, *,
+                 need_lm_head: bool = False) -> Seq2SeqModel:
+    """A seq2seq model from an export (``luse.json`` gives max_length) or any BERT/RoFormer checkpoint.
+
+    Raises:
+        InputError: ``need_lm_head`` (generation) and the checkpoint has no LM head: a new, random one
+            would write random text, which the model's own encoder would still score.
+    """
     from luse.model.export import read_export_info
 
+    if need_lm_head and checkpoint_has_lm_head(path) is False:  # refused before transformers' load report
+        _no_lm_head(path)
     info = read_export_info(path) if Path(path).is_dir() else None
-    return Seq2SeqModel.from_pretrained(os.fspath(path), max_length=max_length or (info or {}).get("max_length", 64))
+    model = Seq2SeqModel.from_pretrained(os.fspath(path), max_length=max_length or (info or {}).get("max_length", 64),
+                                         log_new_head=not need_lm_head)
+    if need_lm_head and model.new_lm_head:
+        _no_lm_head(path)
+    return model
+
+
+def _no_lm_head(path) -> None:
+    raise InputError(path, "a checkpoint with an LM head (a roformer_sim export, a *ForMaskedLM or "
+                           "*LMHeadModel checkpoint)", got="a sentence encoder without one",
+                     hint="train one with recipes/roformer_sim.py, or distil a generator with recipes/distill.py")
+
+
+def checkpoint_has_lm_head(path: str | os.PathLike) -> bool | None:
+    """Whether the local checkpoint ``path`` holds weights of its ``*ForMaskedLM`` class's head, read
+    from the weight names alone (safetensors, sharded or not); None when that cannot be told (a hub
+    name, ``.bin`` weights, an architecture without a masked-LM class)."""
+    import json
+
+    from transformers import AutoConfig, AutoModelForMaskedLM
+
+    from luse.io import resolve_model
+
+    folder = Path(resolve_model(os.fspath(path)))
+    if not (folder / "config.json").is_file():
+        return None
+    if (folder / "model.safetensors").is_file():
+        from safetensors import safe_open
+
+        with safe_open(folder / "model.safetensors", "pt") as weights:
+            names = list(weights.keys())
+    elif (folder / "model.safetensors.index.json").is_file():
+        names = list(json.loads((folder / "model.safetensors.index.json").read_text())["weight_map"])
+    else:
+        return None
+    try:
+        config = AutoConfig.from_pretrained(folder)
+        mlm_class = AutoModelForMaskedLM._model_mapping[type(config)]
+        with torch.device("meta"):
+            heads = [name for name, _ in mlm_class(config).named_children() if name != mlm_class.base_model_prefix]
+    except (KeyError, ValueError, OSError):
+        return None
+    return any(name.split(".", 1)[0] in heads for name in names)
 
 
 # --- the UniLM input format -------------------------------------------------------------------
