@@ -164,3 +164,95 @@ def test_auto_precision_is_bf16_only_where_native(monkeypatch):
         assert resolve_mixed_precision("auto") == expected
         assert resolve_mixed_precision("no") == "no" and resolve_mixed_precision("bf16") == "bf16"
         assert resolve_mixed_precision("auto", "cpu") == expected  # the device named: the CPU's answer
+
+
+# --- run directories: what is resumed, what is refused --------------------------------------------
+
+@pytest.fixture
+def luse_log(caplog):
+    """luse's own log records (its logger does not propagate once a recipe set it up)."""
+    import logging
+
+    logger = logging.getLogger("luse")
+    logger.addHandler(caplog.handler)
+    caplog.set_level(logging.INFO, logger="luse")
+    yield caplog
+    logger.removeHandler(caplog.handler)
+
+
+def test_resume_skips_a_corrupted_newest_checkpoint(tmp_path, tiny_bert, luse_log):
+    straight = _run(_config(tmp_path, "run", max_steps=4, save_every=2, **{"eval.every": 0}), tiny_bert)
+    expected = _weights(straight.final_dir)
+    newest = list_checkpoints(tmp_path / "run")[-1]
+    assert newest.name == "step-00000004"
+    os.truncate(newest / "model.safetensors", 1000)  # a disk that filled up, a copy cut short
+    resumed = _run(_config(tmp_path, "run", max_steps=4, save_every=2, resume="latest", **{"eval.every": 0}),
+                   tiny_bert)
+    assert resumed.step == 4
+    warnings = [r.getMessage() for r in luse_log.records if r.levelname == "WARNING"]
+    assert any(str(newest) in message and "does not load" in message for message in warnings), warnings
+    got = _weights(resumed.final_dir)  # resumed from step 2: the same weights as the straight run
+    assert all(torch.equal(expected[name], got[name]) for name in expected)
+
+
+def test_resume_with_no_checkpoint_that_loads_is_one_line(tmp_path, tiny_bert):
+    from luse.errors import InputError
+
+    _run(_config(tmp_path, "run", max_steps=2, save_every=1, **{"eval.every": 0}), tiny_bert)
+    for checkpoint in list_checkpoints(tmp_path / "run"):
+        os.truncate(checkpoint / "model.safetensors", 1000)
+    with pytest.raises(InputError, match=r"step-00000002: expected a checkpoint that loads, got '2 checkpoint"):
+        _run(_config(tmp_path, "run", max_steps=2, resume="latest"), tiny_bert)
+
+
+def test_resume_latest_with_nothing_to_resume_says_so(tmp_path, tiny_bert, luse_log):
+    result = _run(_config(tmp_path, "fresh", max_steps=1, save_every=0, resume="latest", **{"eval.every": 0}),
+                  tiny_bert)
+    assert result.step == 1
+    assert any("no checkpoint" in r.getMessage() and "starting from step 0" in r.getMessage()
+               for r in luse_log.records), [r.getMessage() for r in luse_log.records]
+
+
+def test_a_new_run_into_an_earlier_runs_directory_is_refused(tmp_path, tiny_bert):
+    from luse.errors import InputError
+
+    _run(_config(tmp_path, "run", max_steps=2, save_every=1, **{"eval.every": 0}), tiny_bert)
+    before = [p.name for p in list_checkpoints(tmp_path / "run")]
+    with pytest.raises(InputError) as error:
+        _run(_config(tmp_path, "run", max_steps=2, save_every=1, **{"eval.every": 0}), tiny_bert)
+    message = str(error.value)
+    assert message.startswith(str(tmp_path / "run")) and "resume=latest" in message and "\n" not in message
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == before  # nothing mixed in, nothing deleted
+
+
+@pytest.mark.parametrize("content", [b"", b"\xb0\xa1\xb0\xa1\n" * 50], ids=["empty", "all-gbk"])
+def test_a_corpus_without_one_batch_is_one_line_and_leaves_no_output_dir(tmp_path, tiny_bert, capsys, content):
+    from conftest import recipe_main
+
+    from luse.train.outcome import exit_code
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_bytes(content)
+    out = tmp_path / "out"
+    code = exit_code("simcse_unsup", recipe_main("simcse_unsup"),
+                     [f"model.name_or_path={tiny_bert}", f"output_dir={out}", f"data.corpus=[{corpus}]",
+                      "max_steps=2", "batch_size=4", "report_to=tensorboard"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    [line] = [line for line in err.splitlines() if "error" in line]
+    assert line.startswith(f"simcse_unsup: error: data.corpus=[{corpus}]: expected at least 4 items"), line
+    assert ("skipped 50 of 50 lines: 50 invalid UTF-8" if content else "read 0 lines") in line, line
+    assert not out.exists()  # no config.yaml, no logs/: nothing that looks like a run
+
+
+def test_simcse_sup_without_a_corpus_is_one_line_and_leaves_no_output_dir(tmp_path, tiny_bert, capsys):
+    from conftest import recipe_main
+
+    from luse.train.outcome import exit_code
+
+    out = tmp_path / "out"
+    code = exit_code("simcse_sup", recipe_main("simcse_sup"),
+                     [f"model.name_or_path={tiny_bert}", f"output_dir={out}", "max_steps=2"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and "simcse_sup: error: data.corpus: expected" in err, err
+    assert not out.exists()

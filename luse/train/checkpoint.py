@@ -12,10 +12,15 @@ name): replaced and pruned checkpoints are first renamed to a hidden ``.step-N.o
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from luse.errors import InputError
+
+logger = logging.getLogger("luse")
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -55,15 +60,68 @@ def list_checkpoints(output_dir: str | Path) -> list[Path]:
 
 def resolve_resume(resume: str | None, output_dir: str | Path) -> Path | None:
     """``latest`` -> newest complete checkpoint (None when there is none yet: a fresh start)."""
+    candidates = resume_candidates(resume, output_dir)
+    return candidates[0] if candidates else None
+
+
+def resume_candidates(resume: str | None, output_dir: str | Path) -> list[Path]:
+    """What ``resume`` may load, first choice first: ``latest`` -> every complete checkpoint, newest
+    first (none yet: a fresh start); a path -> that checkpoint alone."""
     if not resume:
-        return None
+        return []
     if resume == "latest":
-        found = list_checkpoints(output_dir)
-        return found[-1] if found else None
+        return list_checkpoints(output_dir)[::-1]
     path = Path(resume)
     if not path.is_dir():
         raise FileNotFoundError(f"resume={resume}: no such checkpoint directory")
-    return path
+    return [path]
+
+
+def check_no_earlier_run(output_dir: str | Path) -> None:
+    """Without ``resume``, refuse an ``output_dir`` that holds an earlier run's checkpoints: training
+    on would mix two runs (a later ``resume=latest`` would pick up the old run's steps)."""
+    found = list_checkpoints(output_dir)
+    if found:
+        raise InputError(output_dir, "an output_dir without checkpoints (a new run) or resume=latest",
+                         got=f"{len(found)} checkpoint(s) of an earlier run, up to {found[-1].name}",
+                         hint=f"continue that run with resume=latest, or start over in another output_dir or "
+                              f"after deleting {checkpoints_dir(output_dir)}")
+
+
+def load_resume(accelerator, resume: str | None, output_dir: str | Path) -> Path | None:
+    """Restore the state registered with ``accelerator`` from the checkpoint ``resume`` names and
+    return it (None: nothing to resume, a fresh start, said in the log).
+
+    With ``latest``, a checkpoint that does not load on every process (a truncated or corrupted
+    file) is named in a warning and the next older one is tried: a later successful load replaces
+    every part of the state a failed one may have half-restored.
+
+    Raises:
+        InputError: no candidate loads (naming the newest and why), or ``resume`` names a
+            checkpoint that does not load.
+    """
+    from luse.train.step import all_processes
+
+    candidates = resume_candidates(resume, output_dir)
+    if resume and not candidates:
+        logger.info("resume=%s: no checkpoint in %s yet: starting from step 0", resume, checkpoints_dir(output_dir))
+    failures: list[tuple[Path, str]] = []
+    for candidate in candidates:
+        try:
+            accelerator.load_state(str(candidate))
+            error = None
+        except Exception as caught:  # whatever a damaged file raises (SafetensorError, EOFError, pickle, ...)
+            error = " ".join(f"{type(caught).__name__}: {caught}".split())[:200]
+        if all_processes(accelerator, error is None):
+            return candidate
+        failures.append((candidate, error or "another process could not load it"))
+        if candidate is not candidates[-1]:
+            logger.warning("checkpoint %s does not load (%s): resuming from the one before", *failures[-1])
+    if failures:
+        newest, reason = failures[0]
+        raise InputError(newest, "a checkpoint that loads",
+                         got=f"{len(failures)} checkpoint(s) that do not load, the newest: {reason}")
+    return None
 
 
 def save_checkpoint(accelerator, output_dir: str | Path, step: int, config_yaml: str,

@@ -17,6 +17,7 @@ accelerate's: the same code runs on one CPU or under ``accelerate launch`` on ma
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
@@ -31,9 +32,10 @@ import yaml
 
 from luse.config import TrainConfig, to_dict
 from luse.data.loader import BatchStream, make_loader
+from luse.errors import InputError
 from luse.model.encoder import SentenceEncoder, encoder_from_config
 from luse.objectives.base import Hooks, Objective, hooks
-from luse.train.checkpoint import TrainState, resolve_resume, save_checkpoint
+from luse.train.checkpoint import TrainState, check_no_earlier_run, load_resume, save_checkpoint
 from luse.train.precision import cpu_threads, resolve_mixed_precision
 from luse.train.signals import GracefulStop
 from luse.train.step import NonFiniteLossError, all_processes, train_step
@@ -125,8 +127,9 @@ def train(config: TrainConfig, objective: Objective, make_items: Callable[[int],
 def setup(config: TrainConfig, objective: Objective, make_items: Callable[[int], Iterable],
           encoder: SentenceEncoder | None = None, project: str = "luse") -> Run:
     """Accelerator, model, optimizer and scheduler; the checkpointed state registered and, with
-    ``resume``, restored; ``config.yaml`` written. Fails before any training on an unwritable
-    output directory."""
+    ``resume``, restored; ``config.yaml`` written. Fails before anything is written to the output
+    directory on data that cannot fill one batch and on an earlier run's checkpoints without
+    ``resume``, and before any training on an unwritable output directory."""
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration, set_seed
     from transformers import get_scheduler
@@ -134,6 +137,9 @@ def setup(config: TrainConfig, objective: Objective, make_items: Callable[[int],
     from luse.io import atomic_write_text, check_writable
 
     output_dir = Path(config.output_dir)
+    if not config.resume:
+        check_no_earlier_run(output_dir)  # never mix two runs' checkpoints
+    made_output_dir = not output_dir.exists()
     check_writable(output_dir)  # fail before hours of training, not at the first save
     objective_hooks = hooks(objective)
     if config.grad_cache_chunk and objective_hooks.model_loss is not None:
@@ -149,6 +155,12 @@ def setup(config: TrainConfig, objective: Objective, make_items: Callable[[int],
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
         step_scheduler_with_optimizer=False,
     )
+    try:
+        check_enough_data(config, make_items, accelerator.num_processes)
+    except InputError:
+        if made_output_dir and accelerator.is_main_process and not any(output_dir.iterdir()):
+            output_dir.rmdir()  # leave nothing that looks like a run
+        raise
     set_seed(config.seed)
     if accelerator.device.type == "cpu":
         torch.set_num_threads(cpu_threads(config.threads))
@@ -168,9 +180,8 @@ def setup(config: TrainConfig, objective: Objective, make_items: Callable[[int],
         accelerator.register_for_checkpointing(objective)
 
     config_yaml = yaml.safe_dump(to_dict(config), allow_unicode=True, sort_keys=False)
-    resume_dir = resolve_resume(config.resume, output_dir)
+    resume_dir = load_resume(accelerator, config.resume, output_dir)
     if resume_dir is not None:
-        accelerator.load_state(str(resume_dir))
         accelerator.print(f"resumed from {resume_dir} at step {state.step}")
     if accelerator.is_main_process:
         atomic_write_text(output_dir / "config.yaml", config_yaml)
@@ -202,9 +213,36 @@ def count_steps(config: TrainConfig, make_items: Callable[[int], Iterable], worl
     batches_per_epoch = items // (config.batch_size * world_size)
     steps = config.epochs * batches_per_epoch // config.grad_accum
     if steps < 1:
-        raise ValueError(f"the corpus has {items} items: not enough for one step of batch_size="
-                         f"{config.batch_size} x {world_size} processes x grad_accum={config.grad_accum}")
+        raise InputError(_data_name(config), f"enough items for one step of batch_size={config.batch_size} x "
+                         f"{world_size} process(es) x grad_accum={config.grad_accum} in {config.epochs} epoch(s)",
+                         got=items, hint=_read_report(make_items) or "or set max_steps")
     return steps
+
+
+def check_enough_data(config: TrainConfig, make_items: Callable[[int], Iterable], world_size: int) -> None:
+    """Fail, in one line saying what was read and skipped, when the data cannot fill one global batch
+    (an empty corpus, one whose every line was skipped): before the output directory is touched.
+    Reads only as far as the first batch (and a shuffle buffer)."""
+    need = config.batch_size * world_size
+    with closing(iter(make_items(0))) as items:
+        got = sum(1 for _ in itertools.islice(items, need))
+    if got < need:
+        raise InputError(_data_name(config), f"at least {need} items for one batch (batch_size={config.batch_size} "
+                         f"x {world_size} process(es))", got=got, hint=_read_report(make_items))
+
+
+def _data_name(config: TrainConfig) -> str:
+    corpus = config.data.corpus
+    return "data.corpus=[" + ",".join(map(str, corpus)) + "]" if corpus else "data.corpus (none given)"
+
+
+def _read_report(make_items) -> str | None:
+    """What the items' readers read and skipped in epoch 0 (``make_items.skips``, as
+    :class:`luse.data.items.CorpusItems` keeps them), or None when they do not say."""
+    skips = getattr(make_items, "skips", {}).get(0)
+    if skips is None:
+        return None
+    return skips.report() if skips.total else f"read {skips.seen:,} lines, skipped none"
 
 
 # --- the batches -----------------------------------------------------------------------------------
@@ -224,8 +262,9 @@ def batches(run: Run, objective: Objective, make_items: Callable[[int], Iterable
             state.batches_in_epoch += 1
             yield batch
         if not took_any and state.batches_in_epoch == 0:
-            raise ValueError(f"the data gave no complete batch of {config.batch_size * accelerator.num_processes} "
-                             "items; lower batch_size or check data.corpus")
+            raise InputError(_data_name(config), f"at least one complete batch of "
+                             f"{config.batch_size * accelerator.num_processes} items in epoch {state.epoch}",
+                             got="none", hint="lower batch_size or check data.corpus")
         state.epoch += 1
         state.batches_in_epoch = 0
 
