@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bz2
 import dataclasses
 import datetime
 import gzip
@@ -474,6 +475,29 @@ def test_bad_text_vector_files(tmp_path, name, body, line, fragment):
     with pytest.raises(InputError) as problem:
         sources.load_word2vec(path, fmt="text")
     assert fragment in one_line_error(problem.value, path, line)
+
+
+def test_a_bad_header_is_shown_as_text(tmp_path):
+    path = tmp_path / "header.txt"
+    path.write_bytes(b"abc def\nw 1 2\n")
+    with pytest.raises(InputError) as problem:
+        sources.load_word2vec(path)
+    message = one_line_error(problem.value, path, 1)
+    assert message.endswith("got 'abc def'"), message  # not a bytes repr such as "b'abc def\\n'"
+
+
+@pytest.mark.parametrize("kind", ["text", "binary"])
+@pytest.mark.parametrize("suffix, compress", [(".gz", gzip.compress), (".bz2", bz2.compress)])
+def test_a_truncated_compressed_vector_file_is_one_line(tmp_path, kind, suffix, compress):
+    words, vectors = planted_clusters(20, 5, 8, 0.1)
+    plain = tmp_path / f"v.{kind}"
+    (write_binary_vectors if kind == "binary" else write_text_vectors)(plain, words, vectors)
+    packed = compress(plain.read_bytes())
+    cut = tmp_path / f"cut.{kind}{suffix}"
+    cut.write_bytes(packed[: len(packed) // 2])  # a download or a copy cut short
+    with pytest.raises(InputError) as problem:
+        sources.load_word2vec(cut)
+    assert "cut short" in one_line_error(problem.value, cut, None)
 
 
 def test_non_utf8_word(tmp_path):

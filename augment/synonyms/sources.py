@@ -47,6 +47,7 @@ import os
 import pickle
 import re
 import sys
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,7 +235,8 @@ def _read_word2vec_binary(path, limit: int | None, unicode_errors: str) -> tuple
 
     try:
         kv = KeyedVectors.load_word2vec_format(str(path), binary=True, limit=limit, unicode_errors=unicode_errors)
-    except (ValueError, UnicodeDecodeError, EOFError, IndexError, AssertionError, OverflowError) as error:
+    except (ValueError, UnicodeDecodeError, EOFError, IndexError, AssertionError, OverflowError, zlib.error,
+            gzip.BadGzipFile) as error:
         # gensim's messages carry no line number: find the offending record ourselves.
         problem = find_word2vec_problem(path, binary=True, limit=limit, unicode_errors=unicode_errors)
         raise (problem or InputError(path, "a readable word2vec file", got=f"{type(error).__name__}: {error}")) \
@@ -703,15 +705,46 @@ def _existing_file(path: str | os.PathLike, what: str) -> Path:
     return path
 
 
-def _open_binary(path: str | os.PathLike):
+def _open_binary(path: str | os.PathLike) -> _CheckedStream:
     # The same transparent (de)compression gensim applies, so a .gz file is sniffed as gensim reads it.
     from gensim import utils
 
-    return utils.open(str(path), "rb")
+    return _CheckedStream(path, utils.open(str(path), "rb"))
+
+
+class _CheckedStream:
+    """A binary stream whose decompression failures (a ``.gz``/``.bz2`` cut short, corrupt data)
+    become one-line :class:`InputError` s naming the file, not ``EOFError`` / ``zlib.error`` tracebacks."""
+
+    def __init__(self, path, stream):
+        self.path, self.stream = path, stream
+
+    def read(self, size: int = -1) -> bytes:
+        return self._checked(self.stream.read, size)
+
+    def readline(self, size: int = -1) -> bytes:
+        return self._checked(self.stream.readline, size)
+
+    def _checked(self, method, size: int) -> bytes:
+        try:
+            return method(size)
+        except EOFError:
+            raise InputError(self.path, "a complete compressed file", got="one cut short (truncated)") from None
+        except (zlib.error, OSError) as error:  # gzip.BadGzipFile is an OSError; bz2 raises OSError
+            raise InputError(self.path, "a readable compressed file", got=f"{type(error).__name__}: {error}") \
+                from None
+
+    def __enter__(self) -> _CheckedStream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stream.close()
 
 
 def _preview(raw: bytes, limit: int = 40) -> str:
-    text = repr(raw[:limit])
+    """The start of a raw line as text (undecodable bytes as ``\\xNN``), line end removed: what
+    :class:`InputError` shows of a bad record."""
+    text = raw[:limit].decode("utf-8", errors="backslashreplace").rstrip("\r\n")
     return text + ("..." if len(raw) > limit else "")
 
 
