@@ -40,6 +40,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO
 
+from luse.errors import InputError
+
 _LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)-[0-9a-f]+$")
 _PROBE_NAME = ".luse-write-probe"
 
@@ -326,11 +328,45 @@ def chinese_word_vectors() -> Path:
 
 
 def resolve_model(name_or_path: str) -> str:
-    """Map the built-in alias ``m3e-small`` to its local directory; pass anything else through.
+    """Map the built-in alias ``m3e-small`` to its local directory; check a local path; pass hub
+    names through.
 
-    Anything else is handed to ``from_pretrained`` unchanged, so hub names keep working for users
-    who can reach the hub.
+    A hub name (``name`` or ``org/name``) is handed to ``from_pretrained`` unchanged, so hub names
+    keep working for users who can reach the hub.
+
+    Raises:
+        InputError: a path that is no directory (absolute, ``./``, ``~``, or deeper than
+            ``org/name``), or a directory that holds no model (no ``config.json``): an empty one,
+            a training run's (the line names its ``final/`` and ``best/``), a checkpoint's.
     """
     if name_or_path in ("m3e-small", "builtin:m3e-small"):
         return str(m3e_small())
-    return name_or_path
+    path = Path(os.path.expanduser(os.fspath(name_or_path)))
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            _not_a_model(path)
+    elif path.exists() or _looks_like_a_path(os.fspath(name_or_path)):
+        raise InputError(name_or_path, "a model directory or a hub model name",
+                         got="a file" if path.exists() else "no such directory")
+    return os.fspath(name_or_path)
+
+
+def _looks_like_a_path(name: str) -> bool:
+    # Hub names are "name" or "org/name"; anything else with a separator is meant as a path.
+    return os.path.isabs(name) or name.startswith((".", "~")) or name.count("/") > 1
+
+
+def _not_a_model(path: Path) -> None:
+    """A directory without ``config.json``: say what it is and where its model is."""
+    expected = "a model directory (config.json and weights)"
+    in_run = path.parent.name == "checkpoints"
+    run = path.parent.parent if in_run else path
+    exports = [str(run / name) for name in ("final", "best") if (run / name / "config.json").is_file()]
+    where = (f"the model is {' or '.join(exports)}" if exports
+             else f"no {run}/final or best export yet: the run has not finished")
+    if in_run or (path / "optimizer.bin").is_file():
+        raise InputError(path, expected, got="a training checkpoint (for resume=...)",
+                         hint=where if in_run else "a run's model is its final/ or best/ export")
+    if any((path / name).exists() for name in ("final", "best", "checkpoints", "config.yaml")):
+        raise InputError(path, expected, got="a training run's directory", hint=where)
+    raise InputError(path, expected, got="an empty directory" if not any(path.iterdir()) else "no config.json")

@@ -66,7 +66,36 @@ def test_bad_sts_file_is_one_line_and_exit_code_2(tiny_bert, tmp_path, capsys):
 def test_missing_model_is_one_line_and_exit_code_2(tmp_path, sts_files, capsys):
     assert main(["eval", str(tmp_path / "no-model"), "--sts", sts_files[0]]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1] == f"luse: error: {tmp_path / 'no-model'}: no such model directory"
+    assert err[-1] == (f"luse: error: {tmp_path / 'no-model'}: expected a model directory or a hub model name, "
+                       "got 'no such directory'")
+
+
+@pytest.mark.parametrize("target, says", [
+    ("run", ["a training run's directory", "the model is {run}/final or {run}/best"]),
+    ("unfinished", ["a training run's directory", "no {run}/final or best export yet"]),
+    ("checkpoint", ["a training checkpoint (for resume=...)", "the model is {run}/final or {run}/best"]),
+    ("empty", ["an empty directory"]),
+    ("nonexistent", ["no such directory"]),
+])
+def test_eval_of_a_directory_without_a_model_says_what_it_is(tmp_path, tiny_bert, sts_files, capsys, target, says):
+    import shutil
+
+    run = tmp_path / "runs" / "x"
+    (run / "checkpoints" / "step-00000002").mkdir(parents=True)
+    (run / "checkpoints" / "step-00000002" / "optimizer.bin").write_bytes(b"state")
+    (run / "config.yaml").write_text("max_steps: 2\n")
+    if target != "unfinished":
+        for export in ("final", "best"):
+            shutil.copytree(tiny_bert, run / export)
+    (tmp_path / "empty").mkdir()
+    model = {"run": run, "unfinished": run, "checkpoint": run / "checkpoints" / "step-00000002",
+             "empty": tmp_path / "empty", "nonexistent": tmp_path / "runs" / "y" / "final"}[target]
+    assert main(["eval", str(model), "--sts", sts_files[0]]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"luse: error: {model}: expected a model directory"), err
+    for fragment in says:
+        assert fragment.format(run=run) in err[0], err[0]
+    assert "sentencepiece" not in err[0]
 
 
 def test_pooling_that_does_not_fit_the_model_is_an_error(tiny_roformer, sts_files, capsys):

@@ -244,4 +244,6 @@ def test_checkpoint_has_lm_head_from_weight_names(kind, tiny_bert, tiny_roformer
     assert checkpoint_has_lm_head(encoder) is False
     generator = export_seq2seq(Seq2SeqModel.from_pretrained(str(encoder), max_length=8), tmp_path / "g")
     assert checkpoint_has_lm_head(generator) is True
-    assert checkpoint_has_lm_head(tmp_path / "nothing-here") is None
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "config.json").write_text((encoder / "config.json").read_text())
+    assert checkpoint_has_lm_head(tmp_path / "plain") is None  # no weights to read the names of

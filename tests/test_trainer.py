@@ -256,3 +256,16 @@ def test_simcse_sup_without_a_corpus_is_one_line_and_leaves_no_output_dir(tmp_pa
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and "simcse_sup: error: data.corpus: expected" in err, err
     assert not out.exists()
+
+
+def test_a_model_path_that_does_not_exist_says_no_such_directory(tmp_path, capsys):
+    from conftest import recipe_main
+
+    from luse.train.outcome import exit_code
+
+    missing = tmp_path / "nonexistent"
+    code = exit_code("simcse_unsup", recipe_main("simcse_unsup"),
+                     [f"model.name_or_path={missing}", f"output_dir={tmp_path / 'out'}", "max_steps=1"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"simcse_unsup: error: {missing}: expected a model directory" in err, err
+    assert "no such directory" in err and "Repo id" not in err and "Traceback" not in err

@@ -212,7 +212,10 @@ def load_model(model: str, *, pooling: str | None = None, max_length: int | None
     when given.
 
     Raises:
-        FileNotFoundError: If ``model`` is neither a local directory nor loadable by name.
+        InputError: ``model`` is a path to no directory, or a directory without a model (a run's,
+            a checkpoint's, an empty one: the line says which and where the model is;
+            :func:`luse.io.resolve_model`).
+        FileNotFoundError: If ``model`` is not loadable by name.
         ValueError: If the pooling does not fit the model (``pooler`` on a model without one).
     """
     import torch
