@@ -272,3 +272,22 @@ def test_commands_report_bad_input_in_one_line(tiny_bert, corpus, tmp_path, caps
     assert main(["search", "--index-from", str(fewer_rows), "--texts", str(corpus), "--model", str(tiny_bert),
                  "--queries", str(empty)]) == 2
     assert _error_line(capsys) == f"luse: error: {empty}: expected at least one query sentence, got 'an empty file'"
+
+
+def test_search_refuses_a_query_model_other_than_the_one_that_encoded_the_corpus(tiny_bert, corpus, tmp_path,
+                                                                                   capsys):
+    from tiny_models import make_tiny_model
+
+    other = make_tiny_model(tmp_path / "other", seed=1)  # the same architecture and dimension, other weights
+    out, saved = tmp_path / "corpus.npy", tmp_path / "corpus.flat"
+    assert main(["encode", str(tiny_bert), "--in", str(corpus), "--out", str(out), "--quiet"]) == 0
+    assert main(["search", "--index-from", str(out), "--texts", str(corpus), "--model", str(tiny_bert),
+                 "--query", SENTENCES[0], "--save-index", str(saved)]) == 0
+    capsys.readouterr()
+    for index_from in (out, saved):  # the saved index keeps the identity of the model behind its vectors
+        for model, pooling in ((other, []), (tiny_bert, ["--pooling", "mean"])):
+            assert main(["search", "--index-from", str(index_from), "--texts", str(corpus), "--model", str(model),
+                         *pooling, "--query", SENTENCES[0]]) == 2
+            line = _error_line(capsys)
+            assert line.startswith(f"luse: error: {index_from}: expected vectors encoded by the query model {model}")
+            assert f"got 'vectors of {tiny_bert} (pooling pooler)'" in line, line

@@ -64,13 +64,14 @@ def _register_encode(subparsers) -> None:
 
 
 def run_encode(args: argparse.Namespace) -> int:
-    from luse.eval.retrieval import count_sentences, encode_file
+    from luse.eval.retrieval import count_sentences, encode_file, model_identity, write_identity
     from luse.model.export import load_model
 
     total = count_sentences(args.input)  # a bad file fails before the model loads
     encoder = load_model(args.model, pooling=args.pooling, max_length=args.max_length, device=args.device)
     rows, dim = encode_file(encoder, args.input, args.out, batch_size=args.batch_size,
                             show_progress=not args.quiet, total=total)
+    write_identity(args.out, model_identity(encoder, args.model, rows))  # luse search checks it
     logger.info("wrote %s: %d vectors of dimension %d", args.out, rows, dim)
     return 0
 
@@ -105,13 +106,16 @@ def run_search(args: argparse.Namespace) -> int:
     from luse.errors import InputError
     from luse.eval.retrieval import (
         build_index,
+        check_identity,
         encode_texts,
         iter_sentences,
         load_index,
         load_vectors,
+        read_identity,
         read_lines_at,
         save_index,
         search,
+        write_identity,
     )
     from luse.model.export import load_model
 
@@ -132,8 +136,13 @@ def run_search(args: argparse.Namespace) -> int:
     if encoder.hidden_size != index.dim:
         raise InputError(args.index_from, f"vectors of dimension {encoder.hidden_size} (what {args.model} "
                          "produces); encode the corpus with the same model", got=f"dimension {index.dim}")
+    identity = read_identity(args.index_from, index.size)
+    if identity is not None:
+        check_identity(args.index_from, identity, encoder, args.model)
     if args.save_index:
         save_index(index, args.save_index)
+        if identity is not None:
+            write_identity(args.save_index, identity)
         logger.info("saved the index to %s", args.save_index)
     scores, ids = search(index, encode_texts(encoder, texts, batch_size=args.batch_size), args.k,
                          nprobe=args.nprobe, ef_search=args.ef_search)

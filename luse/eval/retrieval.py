@@ -14,6 +14,8 @@ Functions
 ``search(index, queries, k)``         ``(scores, ids)``: the ``k`` most similar rows of each query.
 ``save_index`` / ``load_index``       a faiss index file, written atomically.
 ``read_lines_at(path, ids)``          the texts of some rows, in one lazy pass over the sentences file.
+``model_identity`` / ``check_identity``  which model encoded a corpus, kept beside its ``.npy`` or index
+                                      (``FILE.model.json``) and checked against the query model.
 
 Index kinds
 -----------
@@ -45,6 +47,8 @@ Example (hard-negative mining)::
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -56,7 +60,9 @@ from typing import Any
 import numpy as np
 
 from luse.errors import InputError
-from luse.io import atomic_open, atomic_write_bytes
+from luse.io import atomic_open, atomic_write_bytes, atomic_write_text
+
+logger = logging.getLogger("luse")
 
 INDEX_KINDS = ("flat", "ivf", "hnsw")
 #: faiss warns (and clusters badly) with fewer training vectors than this per IVF list.
@@ -415,3 +421,65 @@ def _unit_rows(vectors, name: str) -> np.ndarray:
     if np.allclose(norms[norms > 0], 1.0, atol=1e-4):
         return array
     return array / np.maximum(norms, 1e-12)[:, None]
+
+
+# --- which model encoded a corpus ------------------------------------------------------------------
+
+#: Texts a model encodes when it writes a corpus's vectors: their vectors tell two models apart even
+#: at the same dimension (and the same model under another pooling or max_length).
+PROBE_TEXTS = ("今天天气很好，我们去公园散步吧。", "北京是中国的首都。", "The cat sat on the mat.", "2024年3月")
+#: Below this cosine on some probe text, the query model is not the one that encoded the corpus
+#: (the same model on another device or precision stays far above it).
+SAME_MODEL_COSINE = 0.99
+IDENTITY_SUFFIX = ".model.json"
+
+
+def model_identity(encoder, name: str, rows: int) -> dict[str, Any]:
+    """What identifies the model that encoded ``rows`` vectors: the name it was given, its pooling
+    and its vectors of :data:`PROBE_TEXTS`."""
+    probe = encode_texts(encoder, PROBE_TEXTS)
+    return {"model": str(name), "pooling": getattr(encoder, "pooling", None), "rows": int(rows),
+            "dim": int(probe.shape[1]), "probe": [[round(float(x), 6) for x in row] for row in probe]}
+
+
+def identity_path(path: str | os.PathLike) -> Path:
+    """Where the identity of the model behind ``path`` (a ``.npy`` or a saved index) is kept."""
+    return Path(os.fspath(path) + IDENTITY_SUFFIX)
+
+
+def write_identity(path: str | os.PathLike, identity: dict[str, Any]) -> Path:
+    """Keep ``identity`` beside ``path`` (atomically)."""
+    return atomic_write_text(identity_path(path), json.dumps(identity, ensure_ascii=False) + "\n")
+
+
+def read_identity(path: str | os.PathLike, rows: int) -> dict[str, Any] | None:
+    """The identity kept beside ``path``; None (with a warning) when there is none, or when it
+    describes another number of rows (a file written over by something else)."""
+    file = identity_path(path)
+    try:
+        identity = json.loads(file.read_text(encoding="utf-8"))
+        probe = np.asarray(identity["probe"], dtype=np.float32)
+        if identity["rows"] != rows or probe.ndim != 2:
+            raise ValueError
+    except FileNotFoundError:
+        logger.warning("%s: no record of the model that encoded it (written by an older luse or by hand): "
+                       "cannot check that the query model is the same", path)
+        return None
+    except (ValueError, KeyError, TypeError):
+        logger.warning("%s does not describe %s (%d rows): ignored", file, path, rows)
+        return None
+    return identity
+
+
+def check_identity(path: str | os.PathLike, identity: dict[str, Any], encoder, name: str) -> None:
+    """Refuse a query model ``encoder`` (called ``name``) other than the one that encoded ``path``.
+
+    Raises:
+        InputError: the probe texts' vectors differ (another model, pooling or max_length).
+    """
+    stored = np.asarray(identity["probe"], dtype=np.float32)
+    current = encode_texts(encoder, PROBE_TEXTS)
+    if stored.shape != current.shape or float((stored * current).sum(axis=1).min()) < SAME_MODEL_COSINE:
+        raise InputError(path, f"vectors encoded by the query model {name} (pooling {getattr(encoder, 'pooling', '?')})",
+                         got=f"vectors of {identity['model']} (pooling {identity.get('pooling')})",
+                         hint=f"search with --model {identity['model']}, or encode the corpus again with {name}")
