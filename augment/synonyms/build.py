@@ -81,6 +81,7 @@ from luse.augment.synonyms.store import (
 )
 
 from luse.errors import InputError
+from luse.io import import_faiss
 
 logger = logging.getLogger(__name__)
 
@@ -275,7 +276,7 @@ def resolve_index(index: str, size: int, gpus: int | None = None) -> str:
     if index != "auto":
         return index
     if gpus is None:
-        import faiss
+        faiss = import_faiss()
 
         gpus = faiss.get_num_gpus()
     return "exact" if gpus > 0 or size <= EXACT_CPU_MAX_WORDS else "ivf"
@@ -289,7 +290,7 @@ def find_neighbours(vectors: np.ndarray, count: int, *, index: str = "auto", npr
     itself, so ask for ``k + 1``. ``index`` picks the method (module docstring); approximate
     methods also report recall@``count - 1`` against exact search on ``recall_sample`` rows.
     """
-    import faiss
+    faiss = import_faiss()
 
     if vectors.dtype != np.float32 or vectors.ndim != 2 or not vectors.flags.c_contiguous:
         raise ValueError("vectors must be a C-contiguous float32 [V, d] array")
@@ -351,7 +352,7 @@ def _progress(total: int, desc: str, enabled: bool):
 
 def _exact_rows(vectors: np.ndarray, rows: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact neighbours of a few ``rows``: the vectors in blocks, one block per core, results merged."""
-    import faiss
+    faiss = import_faiss()
 
     queries = vectors[rows]
     starts = range(0, len(vectors), 4 * _QUERY_BATCH)
@@ -364,7 +365,7 @@ def _exact_rows(vectors: np.ndarray, rows: np.ndarray, count: int) -> tuple[np.n
 
 
 def _exact_cpu(vectors: np.ndarray, count: int, progress: bool) -> tuple[np.ndarray, np.ndarray]:
-    import faiss
+    faiss = import_faiss()
 
     size = len(vectors)
     ids = np.empty((size, count), dtype=np.int64)
@@ -380,7 +381,7 @@ def _exact_cpu(vectors: np.ndarray, count: int, progress: bool) -> tuple[np.ndar
 
 
 def _exact_gpu(vectors: np.ndarray, count: int, progress: bool) -> tuple[np.ndarray, np.ndarray]:
-    import faiss
+    faiss = import_faiss()
 
     # The vectors go to GPU memory once (split across GPUs); queries stream in large batches.
     index = faiss.index_cpu_to_all_gpus(faiss.IndexFlatIP(vectors.shape[1]))
@@ -398,7 +399,7 @@ def _exact_gpu(vectors: np.ndarray, count: int, progress: bool) -> tuple[np.ndar
 
 
 def _hnsw(vectors: np.ndarray, count: int, progress: bool) -> tuple[np.ndarray, np.ndarray, dict]:
-    import faiss
+    faiss = import_faiss()
 
     started = time.perf_counter()
     size = len(vectors)
@@ -436,7 +437,7 @@ class InvertedFileJoin:
     """
 
     def __init__(self, vectors: np.ndarray, *, nlist: int | None = None, seed: int = 0, progress: bool = True):
-        import faiss
+        faiss = import_faiss()
 
         started, cpu = time.perf_counter(), time.process_time()
         self.vectors, self.progress = vectors, progress
@@ -530,7 +531,7 @@ class InvertedFileJoin:
 
     def _join_chunk(self, start: int, probes: np.ndarray, members: np.ndarray, bounds: np.ndarray,
                     count: int, bar) -> tuple[np.ndarray, np.ndarray]:
-        import faiss
+        faiss = import_faiss()
 
         nprobe = probes.shape[1]
         lists = probes.ravel().astype(np.int64)
@@ -556,7 +557,7 @@ class InvertedFileJoin:
 
 
 def _knn(queries: np.ndarray, base: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
-    import faiss
+    faiss = import_faiss()
 
     return faiss.knn(queries, base, count, metric=faiss.METRIC_INNER_PRODUCT)
 
@@ -567,7 +568,7 @@ def _in_parallel(work, items):
     Whole blocks per thread: faiss's own threads inside each list-sized call spent a third more
     CPU time and ran slower than one core as soon as another process shared the machine.
     """
-    import faiss
+    faiss = import_faiss()
 
     threads = max(1, faiss.omp_get_max_threads())
     if threads == 1:

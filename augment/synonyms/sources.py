@@ -501,7 +501,7 @@ def _check_finite(path, vectors: np.ndarray, words: list[str], line_offset: int 
 
 def normalize_rows(vectors: np.ndarray) -> int:
     """Scale the rows of a float32 matrix to unit length in place; return how many rows are zero."""
-    import faiss
+    faiss = resources.import_faiss()
 
     if vectors.dtype != np.float32 or not vectors.flags.c_contiguous:
         raise ValueError("normalize_rows needs a C-contiguous float32 array (it works in place)")

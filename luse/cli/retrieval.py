@@ -119,7 +119,6 @@ def run_search(args: argparse.Namespace) -> int:
     )
     from luse.model.export import load_model
 
-    logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs which CPU build it picked
     texts = list(args.query) if args.query else [text for _, text in iter_sentences(args.queries)]
     if not texts:
         raise InputError(args.queries, "at least one query sentence", got="an empty file")

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 
 
 def register(subparsers) -> None:
@@ -61,7 +60,6 @@ def run(args: argparse.Namespace) -> int:
     from luse.augment.synonyms.store import SynonymCache, default_cache_path
     from luse.errors import InputError
 
-    logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs which CPU build it picked
     out = Path(args.out) if args.out else default_cache_path()
     config = config_from_args(args)
     cache = None

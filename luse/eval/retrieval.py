@@ -60,7 +60,7 @@ from typing import Any
 import numpy as np
 
 from luse.errors import InputError
-from luse.io import atomic_open, atomic_write_bytes, atomic_write_text
+from luse.io import atomic_open, atomic_write_bytes, atomic_write_text, import_faiss
 
 logger = logging.getLogger("luse")
 
@@ -224,7 +224,7 @@ class VectorIndex:
 
 def gpu_count() -> int:
     """GPUs faiss can use (0 with faiss-cpu)."""
-    import faiss
+    faiss = import_faiss()
 
     return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
 
@@ -263,7 +263,7 @@ def build_index(vectors: np.ndarray, kind: str = "flat", *, nlist: int | None = 
     Raises:
         ValueError: An unknown kind, bad vectors, or ``use_gpu=True`` without a usable GPU.
     """
-    import faiss
+    faiss = import_faiss()
 
     if kind not in INDEX_KINDS:
         raise ValueError(f"unknown index kind {kind!r}; expected one of {', '.join(INDEX_KINDS)}")
@@ -333,7 +333,7 @@ def search(index: VectorIndex, queries: np.ndarray, k: int = 10, *, nprobe: int 
 
 def save_index(index: VectorIndex, path: str | os.PathLike) -> Path:
     """Write ``index`` to ``path`` as a faiss index file, atomically (a GPU index is copied to the CPU)."""
-    import faiss
+    faiss = import_faiss()
 
     cpu = faiss.index_gpu_to_cpu(index.index) if index.gpu else index.index
     return atomic_write_bytes(path, faiss.serialize_index(cpu).tobytes())
@@ -346,7 +346,7 @@ def load_index(path: str | os.PathLike, *, use_gpu: bool | None = None) -> Vecto
         FileNotFoundError: If the file does not exist.
         InputError: If it is not a faiss index file of a kind luse builds.
     """
-    import faiss
+    faiss = import_faiss()
 
     data = np.fromfile(path, dtype=np.uint8)
     try:
@@ -401,7 +401,7 @@ def _use_gpu(use_gpu: bool | None, kind: str) -> bool:
 
 
 def _set_parameter(index: VectorIndex, name: str, value: int) -> None:
-    import faiss
+    faiss = import_faiss()
 
     space = faiss.GpuParameterSpace() if index.gpu else faiss.ParameterSpace()
     space.set_index_parameter(index.index, name, int(value))
