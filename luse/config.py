@@ -164,28 +164,14 @@ CHOICES = {
 }
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
-    """Defaults, then the YAML file, then ``key=value`` overrides (values parsed as YAML)."""
+def load_config(path: str | Path | list | tuple | None = None,
+                overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Defaults, then the YAML file(s), each layered over the one before, then ``key=value`` overrides
+    (values parsed as YAML). A recipe passes its own YAML first and the user's ``--config FILE`` after it."""
     config = TrainConfig()
-    if path is not None:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            raise InputError(path, "valid YAML", str(getattr(err, "problem", err)),
-                             line=mark.line + 1 if mark else None) from None
-        except UnicodeDecodeError as err:
-            raise InputError(path, "UTF-8 text", f"undecodable bytes at byte {err.start}") from None
-        except RecursionError:  # absurdly nested brackets
-            raise InputError(path, "a YAML mapping of config keys", "nesting too deep to parse") from None
-        if not isinstance(loaded, dict):
-            raise InputError(path, "a YAML mapping of config keys", type(loaded).__name__)
-        try:
-            items = _flatten(loaded)
-        except RecursionError:  # an alias inside its own anchor: `model: &m {x: *m}`
-            raise InputError(path, "a YAML mapping of config keys", "a mapping that contains itself") from None
-        for key, value in items:
-            set_value(config, key, value, source=str(path))
+    paths = [] if path is None else list(path) if isinstance(path, (list, tuple)) else [path]
+    for one in paths:
+        _apply_yaml(config, one)
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
@@ -198,23 +184,51 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     try:
         validate(config)
     except InputError as err:
-        if path is None or err.where != "config":
+        if not paths or err.where != "config":
             raise
-        # Name the file the user has to fix (the value may also come from an override).
-        where = f"{path} (with the command-line overrides)" if overrides else str(path)
+        # Name the file(s) the user has to fix (the value may also come from an override).
+        where = " over ".join(str(one) for one in reversed(paths))
+        where = f"{where} (with the command-line overrides)" if overrides else where
         raise InputError(where, err.expected, err.got) from None
     return config
+
+
+def _apply_yaml(config: TrainConfig, path: str | Path) -> None:
+    """Set every key of the YAML file at ``path`` on ``config`` (keys it does not name stay as they are)."""
+    try:
+        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        raise InputError(path, "valid YAML", str(getattr(err, "problem", err)),
+                         line=mark.line + 1 if mark else None) from None
+    except UnicodeDecodeError as err:
+        raise InputError(path, "UTF-8 text", f"undecodable bytes at byte {err.start}") from None
+    except RecursionError:  # absurdly nested brackets
+        raise InputError(path, "a YAML mapping of config keys", "nesting too deep to parse") from None
+    except OSError as err:  # a --config FILE that is not there, or a directory
+        raise InputError(path, "a readable YAML file", err.strerror or type(err).__name__) from None
+    if not isinstance(loaded, dict):
+        raise InputError(path, "a YAML mapping of config keys", type(loaded).__name__)
+    try:
+        items = _flatten(loaded)
+    except RecursionError:  # an alias inside its own anchor: `model: &m {x: *m}`
+        raise InputError(path, "a YAML mapping of config keys", "a mapping that contains itself") from None
+    for key, value in items:
+        set_value(config, key, value, source=str(path))
 
 
 def read_config(default_yaml: str | Path, argv: list[str], *,
                 losses: tuple[str, ...] | None = None) -> TrainConfig:
     """A recipe's config from its command line ``[--config FILE] key=value ...`` over ``default_yaml``.
 
+    Layers, each over the one before: the schema's defaults, ``default_yaml`` (the recipe's), the
+    ``--config`` file (only the keys it names change), then the ``key=value`` overrides.
+
     ``losses``: the ``loss.name`` values the recipe trains, checked here once (None: the recipe does
     not read ``loss.name``). Every later step can rely on it.
     """
     path, overrides = split_argv(argv)
-    config = load_config(path or default_yaml, overrides)
+    config = load_config([default_yaml, path] if path else [default_yaml], overrides)
     name = config.loss.name
     if losses is not None and name not in losses:
         raise InputError("config", f"loss.name to be one of {', '.join(losses)} in this recipe "

@@ -75,3 +75,30 @@ def test_recipe_configs_load():
     assert len(configs) >= 4
     for path in configs:
         load_config(path)
+
+
+def test_config_file_layers_over_the_recipe_yaml(tmp_path):
+    """--config FILE changes only the keys it names; the recipe's YAML stays underneath (issue 16, case 11)."""
+    from pathlib import Path
+
+    from luse.config import read_config
+
+    recipe = Path(__file__).parents[1] / "recipes" / "configs" / "pretrain_luse.yaml"
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("max_steps: 7\nmodel:\n  pooling: cls\n", encoding="utf-8")
+    base = read_config(recipe, [])
+    config = read_config(recipe, ["--config", str(mine), "batch_size=3"])
+    assert (config.max_steps, config.model.pooling, config.batch_size) == (7, "cls", 3)
+    # Everything the file does not name is the recipe's, not the schema's defaults.
+    for key in ("loss.positives", "loss.name", "data.num_workers", "views.eda", "views.dropout", "output_dir"):
+        section, _, name = key.rpartition(".")
+        want = getattr(getattr(base, section) if section else base, name)
+        got = getattr(getattr(config, section) if section else config, name)
+        assert got == want, key
+    assert config.loss.positives == "each" and config.data.num_workers == 1  # not the schema's share / 0
+    # An error in a value names both files, the user's first.
+    mine.write_text("model:\n  pooling: max\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"mine\.yaml over .*pretrain_luse\.yaml: expected model\.pooling"):
+        read_config(recipe, ["--config", str(mine)])
+    with pytest.raises(InputError, match=r"missing\.yaml: expected a readable YAML file"):
+        read_config(recipe, ["--config", str(tmp_path / "missing.yaml")])
