@@ -237,3 +237,83 @@ def test_existing_output_survives_a_failed_run(tmp_path, capsys):
     assert main(["mine-pairs", "--in", str(bad), "--out", str(out)]) == 2
     assert "bad.txt:2: expected UTF-8 text" in capsys.readouterr().err
     assert out.read_text(encoding="utf-8") == "old\n"
+
+
+# ------------------------------------------------------------------------------ corpus-wide (scheme 3)
+
+# Near-duplicate customer-service questions (character Jaccard >= 0.7), each pair on two separate lines.
+QUESTION_PAIRS = [
+    ("我的订单什么时候发货", "我的订单什么时候发货啊？"),
+    ("优惠券为什么用不了", "优惠券为什么不能用"),
+    ("快递到哪里了", "我的快递到哪里了？"),
+    ("会员怎么开通？", "怎么开通会员"),
+    ("发票怎么开", "怎么开发票？"),
+    ("退货运费谁来承担", "退货的运费谁承担"),
+]
+
+
+def question_log(seed: int, filler: int) -> tuple[list[str], set[tuple[str, str]]]:
+    """One question per line: the pairs above, shuffled among unrelated random questions."""
+    rng = random.Random(seed)
+    lines = [q for pair in QUESTION_PAIRS for q in pair]
+    lines += [random_sentence(rng, rng.randint(6, 14)) + "？" for _ in range(filler)]
+    rng.shuffle(lines)
+    return lines, {tuple(sorted(pair)) for pair in QUESTION_PAIRS}
+
+
+def test_corpus_wide_is_the_default_for_one_question_per_line(tmp_path, capsys):
+    """A log of short questions, one per line: the near-duplicates on separate lines are paired (issue 16, case 16)."""
+    lines, planted = question_log(seed=8, filler=400)
+    log = tmp_path / "questions.txt"
+    log.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out, summary = tmp_path / "pairs.jsonl", tmp_path / "summary.json"
+    assert main(["mine-pairs", "--in", str(log), "--out", str(out), "--summary", str(summary)]) == 0
+    records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert all(set(r) == {"text1", "text2", "score", "scheme"} and r["scheme"] == 3 for r in records)
+    found = {tuple(sorted((r["text1"], r["text2"]))) for r in records}
+    assert found == planted  # every near-duplicate, and the random questions pair with nothing
+    for r in records:
+        assert r["score"] == round(jaccard(shingles(r["text1"]), shingles(r["text2"])), 4) >= 0.7
+    err = capsys.readouterr().err
+    assert "scheme: corpus-wide" in err and "every document is one sentence" in err
+    assert f"corpus-wide (scheme 3): {len(planted)} pairs" in err
+    stats = json.loads(summary.read_text())["schemes"]["3"]
+    assert stats["sentences"] == len(lines) and stats["all_pairs"] == len(lines) * (len(lines) - 1) // 2
+
+    # --scheme groups is the old behaviour: nothing to pair within one-sentence documents, and it says so.
+    assert main(["mine-pairs", "--in", str(log), "--out", str(out), "--scheme", "groups"]) == 0
+    assert out.read_text(encoding="utf-8") == ""
+    assert f"{len(lines)} one-sentence documents had no sentence to pair with" in capsys.readouterr().err
+
+
+def test_corpus_wide_matches_exhaustive_search_and_draws_negatives_outside_the_pair():
+    rng = random.Random(9)
+    sentences = [random_sentence(rng) for _ in range(500)]
+    for original in rng.sample(sentences, 30):
+        sentences.append(near_copy(rng, original, rng.randint(1, 4)))
+    sentences += sentences[:5]  # exact repeats are read once
+    groups = [Group(DOCUMENTS, str(i), [s]) for i, s in enumerate(sentences)]
+    miner = PairMiner(negatives=True, seed=3)
+    pairs = list(miner.mine(groups))
+    assert miner.ran.startswith("scheme: corpus-wide")
+    found = {tuple(sorted((p.text1, p.text2))) for p in pairs}
+    distinct = sorted(set(sentences))
+    sets = {s: shingles(s) for s in distinct}
+    exhaustive = {(a, b) for a, b in combinations(distinct, 2) if jaccard(sets[a], sets[b]) >= 0.7}
+    assert len(exhaustive) >= 20 and found == exhaustive
+    stats = miner.stats[3]
+    assert stats.sentences == len(distinct) and stats.pairs == len(found)
+    assert stats.candidates < 0.05 * stats.all_pairs
+    for pair in pairs:
+        assert pair.scheme == 3 and pair.negative not in (None, pair.text1, pair.text2)
+
+
+def test_auto_keeps_within_document_mining_for_documents_of_several_sentences():
+    groups, planted = synthetic_documents(seed=10, documents=5, sentences=8, planted=2)
+    groups.insert(2, Group(DOCUMENTS, "one", ["只有一句话的文档。"]))
+    miner = PairMiner()
+    assert planted <= set(mined_set(miner, groups))
+    assert miner.ran.startswith("scheme: within documents") and "1 one-sentence documents" in miner.ran
+    assert miner.stats[3].groups == 0
+    corpus = PairMiner(scheme="corpus")  # forced: also pairs across documents
+    assert set(mined_set(corpus, groups)) >= planted and corpus.stats[3].groups == 6

@@ -21,7 +21,9 @@ def _register_pairs(subparsers) -> None:
         "mine-pairs", help="mine similar-sentence pairs from documents by character Jaccard (MinHash LSH)",
         description="Split texts into sentences and keep pairs whose character-level Jaccard similarity passes "
                     "a threshold: scheme 1 across different answers to the same question, scheme 2 within one "
-                    "document (higher threshold). MinHash LSH blocking keeps it far from quadratic; every "
+                    "document (higher threshold), scheme 3 across the whole input (every sentence against every "
+                    "other; the default when every document is one sentence, such as a log of questions one per "
+                    "line). MinHash LSH blocking keeps it far from quadratic; every "
                     "candidate is verified exactly. Input: .txt (one document per line), .jsonl "
                     '({"text": ...} documents, or {"question"|"qid": ..., "answers": [...]} / {"answer": ...}), '
                     "optionally .gz, directories, globs, or peoples-daily (People's Daily 1998 paragraphs). "
@@ -33,6 +35,12 @@ def _register_pairs(subparsers) -> None:
                         help="minimum Jaccard for scheme 1 (answers to one question); default 0.5")
     parser.add_argument("--document-threshold", metavar="J", type=unit_interval, default=0.7,
                         help="minimum Jaccard for scheme 2 (sentences of one document); default 0.7")
+    parser.add_argument("--corpus-threshold", metavar="J", type=unit_interval, default=0.7,
+                        help="minimum Jaccard for scheme 3 (any two sentences of the input); default 0.7")
+    parser.add_argument("--scheme", choices=("auto", "groups", "corpus"), default="auto",
+                        help="groups: schemes 1 and 2 (pairs within a document, across the answers to a question); "
+                             "corpus: scheme 3 (every sentence against every other); auto (default): corpus when "
+                             "every document is one sentence, else groups. The report says which ran")
     parser.add_argument("--ngram", metavar="N", type=positive_int, default=1,
                         help="character n-grams compared (1: single characters); default 1")
     parser.add_argument("--num-perm", metavar="N", type=positive_int, default=128, help="MinHash size; default 128")
@@ -57,11 +65,12 @@ def run_pairs(args: argparse.Namespace) -> int:
 
     miner = PairMiner(answer_threshold=args.answer_threshold, document_threshold=args.document_threshold,
                       ngram=args.ngram, num_perm=args.num_perm, min_chars=args.min_chars, max_chars=args.max_chars,
-                      negatives=args.negatives, seed=args.seed)
+                      negatives=args.negatives, seed=args.seed, corpus_threshold=args.corpus_threshold,
+                      scheme=args.scheme)
     with tqdm(desc="mine-pairs", unit="group", disable=not sys.stderr.isatty()) as bar:
         written, dropped = write_pairs(miner.mine(read_groups(args.inputs, field=args.field), progress=bar.update),
                                        args.out)
-    result = MiningResult(miner.stats, duplicates_dropped=dropped)
+    result = MiningResult(miner.stats, duplicates_dropped=dropped, ran=miner.ran)
     print(result.summary(), file=sys.stderr)
     print(f"wrote {written} pairs to {args.out}" + (f" ({dropped} repeated pairs dropped)" if dropped else ""),
           file=sys.stderr)

@@ -5,6 +5,7 @@ Command line: ``luse mine-pairs --in FILE... --out PAIRS.jsonl`` (:mod:`luse.cli
 
 from luse.mining.pairs import (
     ANSWERS,
+    CORPUS,
     DOCUMENTS,
     Group,
     MinedPair,
@@ -20,5 +21,5 @@ from luse.mining.pairs import (
     write_pairs,
 )
 
-__all__ = ["ANSWERS", "DOCUMENTS", "Group", "MinHasher", "MinedPair", "MiningResult", "PairMiner", "SchemeStats",
+__all__ = ["ANSWERS", "CORPUS", "DOCUMENTS", "Group", "MinHasher", "MinedPair", "MiningResult", "PairMiner", "SchemeStats",
            "jaccard", "lsh_candidates", "lsh_params", "read_groups", "shingles", "write_pairs"]

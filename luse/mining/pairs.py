@@ -7,6 +7,11 @@ the pairs whose character-level Jaccard similarity passes a threshold, in two sc
   answers to the same question (``answer_threshold``, default 0.5);
 * **scheme 2, documents**: "sentences of one document are similar": sentences within one
   document; a weaker assumption, so a higher threshold (``document_threshold``, default 0.7).
+* **scheme 3, corpus-wide**: every sentence of the input against every other, for inputs whose
+  documents are single sentences (a log of questions, one per line), where schemes 1 and 2 have
+  nothing to pair (``corpus_threshold``, default 0.7). ``PairMiner(scheme="auto")`` (the default)
+  runs it when every document of the input is one sentence, schemes 1 and 2 otherwise; it holds the
+  sentences and their signatures (4 bytes x ``num_perm`` each) in memory.
 
 Similarity: Jaccard of the sets of character n-grams (``ngram=1``: characters) of the sentences
 with whitespace and punctuation removed, so ``深圳和广州哪个好？`` and ``广州和深圳哪个好`` score 1.
@@ -15,7 +20,7 @@ Not quadratic: comparing every pair of a group costs ``sum(group size^2)``, hope
 documents or popular questions. Each sentence gets a MinHash signature (``num_perm`` random
 universal hashes of its n-grams, :class:`MinHasher`); signatures are cut into ``bands`` of
 ``rows`` values, and only sentences of the same group that agree on a whole band become
-*candidates* (LSH blocking). A pair with Jaccard ``s`` becomes a candidate with probability
+*candidates* (LSH blocking; in scheme 3 the whole input is one group). A pair with Jaccard ``s`` becomes a candidate with probability
 ``1 - (1 - s^rows)^bands``; :func:`lsh_params` picks bands and rows so that this is near 1 above the
 threshold and small below it. Every candidate is then verified with the exact Jaccard, so the
 output never holds a pair below the threshold; what blocking can cost is a (rare) missed pair.
@@ -33,7 +38,7 @@ Input (:func:`read_groups`), one group per record, from ``.txt``/``.jsonl`` file
   blocks of ``block_sentences`` sentences.
 
 Output records: ``{"text1", "text2", "score", "scheme"}`` (``score``: the Jaccard similarity,
-``scheme``: 1 or 2), read as scored pairs by ``luse.data.supervised.read_pairs`` and as similar pairs
+``scheme``: 1, 2 or 3), read as scored pairs by ``luse.data.supervised.read_pairs`` and as similar pairs
 by the RoFormer-Sim recipe. ``negatives=True`` writes ``{"sentence1", "sentence2", "hard_negative",
 "score", "scheme"}`` instead, with a random sentence of another group as the negative, which both
 ``read_pairs`` and ``read_triplets`` (SimCSE supervised) accept.
@@ -48,6 +53,7 @@ import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import NamedTuple
 
@@ -59,8 +65,9 @@ from luse.errors import InputError
 
 logger = logging.getLogger("luse.mining")
 
-ANSWERS, DOCUMENTS = 1, 2
-SCHEME_NAMES = {ANSWERS: "answers (scheme 1)", DOCUMENTS: "documents (scheme 2)"}
+ANSWERS, DOCUMENTS, CORPUS = 1, 2, 3
+SCHEME_NAMES = {ANSWERS: "answers (scheme 1)", DOCUMENTS: "documents (scheme 2)", CORPUS: "corpus-wide (scheme 3)"}
+MODES = ("auto", "groups", "corpus")  # PairMiner(scheme=...): pick, schemes 1 and 2, scheme 3
 _PRIME = (1 << 31) - 1  # hash values stay below 2^31, so a * x + b fits in 64 bits
 
 
@@ -275,7 +282,7 @@ class MinedPair(NamedTuple):
     text1: str
     text2: str
     score: float  # exact Jaccard similarity
-    scheme: int  # ANSWERS (1) or DOCUMENTS (2)
+    scheme: int  # ANSWERS (1), DOCUMENTS (2) or CORPUS (3)
     negative: str | None = None  # a sentence of another group (negatives=True)
 
 
@@ -297,30 +304,43 @@ class SchemeStats:
 class MiningResult:
     schemes: dict[int, SchemeStats]
     duplicates_dropped: int = 0
+    ran: str = ""  # which scheme ran and why (PairMiner.ran)
 
     def summary(self) -> str:
-        lines = []
+        lines = [self.ran] if self.ran else []
         for scheme, stats in sorted(self.schemes.items()):
             if not stats.groups:
                 continue
             share = stats.candidates / stats.all_pairs if stats.all_pairs else 0.0
             n = stats.sentences
+            if scheme == CORPUS:
+                lines.append(f"{SCHEME_NAMES[scheme]}: {stats.pairs} pairs (Jaccard >= {stats.threshold}) from "
+                             f"{stats.candidates} candidates checked, {share:.2%} of the {stats.all_pairs} pairs "
+                             f"of sentences; {stats.groups} documents, {n} distinct sentences; "
+                             f"LSH {stats.bands} bands x {stats.rows} rows")
+                continue
             lines.append(f"{SCHEME_NAMES[scheme]}: {stats.pairs} pairs (Jaccard >= {stats.threshold}) from "
                          f"{stats.candidates} candidates checked, {share:.2%} of the {stats.all_pairs} pairs "
                          f"within groups ({n * (n - 1) // 2} over the whole input); {stats.groups} groups, "
                          f"{n} sentences; LSH {stats.bands} bands x {stats.rows} rows")
-        return "\n".join(lines) or "no groups with two or more sentences"
+        if len(lines) == len([self.ran] if self.ran else []):
+            lines.append("no groups with two or more sentences")
+        return "\n".join(lines)
 
     def to_dict(self) -> dict:
         return {"schemes": {str(k): asdict(v) for k, v in sorted(self.schemes.items())},
-                "duplicates_dropped": self.duplicates_dropped}
+                "duplicates_dropped": self.duplicates_dropped, "ran": self.ran}
 
 
 class PairMiner:
     """Mines pairs from a stream of :class:`Group` s, block by block (memory stays bounded for scheme 2).
 
     Args:
-        answer_threshold, document_threshold: minimum Jaccard for schemes 1 and 2.
+        answer_threshold, document_threshold, corpus_threshold: minimum Jaccard for schemes 1, 2 and 3.
+        scheme: ``"groups"`` (schemes 1 and 2: pairs within a document or across the answers to a
+            question), ``"corpus"`` (scheme 3: every sentence against every other), or ``"auto"``:
+            scheme 3 when every document of the input is one sentence (no answers), else schemes 1
+            and 2. After mining, ``ran`` says which ran and why.
         ngram: n-gram length of the character shingles (1: characters).
         num_perm: MinHash signature length; bands and rows come from :func:`lsh_params`.
         min_chars, max_chars: sentences kept (after splitting; ``min_chars`` counts letters, digits and
@@ -332,9 +352,13 @@ class PairMiner:
 
     def __init__(self, answer_threshold: float = 0.5, document_threshold: float = 0.7, ngram: int = 1,
                  num_perm: int = 128, min_chars: int = 5, max_chars: int = 128, block_sentences: int = 50000,
-                 negatives: bool = False, seed: int = 1):
+                 negatives: bool = False, seed: int = 1, corpus_threshold: float = 0.7, scheme: str = "auto"):
         if ngram < 1:
             raise InputError("ngram", "an integer >= 1", got=ngram)
+        if scheme not in MODES:
+            raise InputError("scheme", f"one of {', '.join(MODES)}", got=scheme)
+        self.scheme, self.ran = scheme, ""
+        self.single_sentence_documents = 0  # documents schemes 1 and 2 had nothing to pair in
         self.ngram, self.min_chars, self.max_chars = ngram, min_chars, max_chars
         self.block_sentences = block_sentences
         self.negatives, self.rng = negatives, random.Random(seed)
@@ -342,7 +366,8 @@ class PairMiner:
         self.seen_sentences = self.groups_read = 0
         self.hasher = MinHasher(num_perm, seed)
         self.stats = {scheme: SchemeStats(threshold, *lsh_params(threshold, num_perm))
-                      for scheme, threshold in ((ANSWERS, answer_threshold), (DOCUMENTS, document_threshold))}
+                      for scheme, threshold in ((ANSWERS, answer_threshold), (DOCUMENTS, document_threshold),
+                                                (CORPUS, corpus_threshold))}
 
     def sentences(self, group: Group) -> list[tuple[int, str, frozenset]]:
         """``(part, sentence, shingles)`` for the sentences of a group, exact repeats dropped."""
@@ -360,17 +385,52 @@ class PairMiner:
         return out
 
     def mine(self, groups: Iterable[Group], progress: Callable[[int], None] | None = None) -> Iterator[MinedPair]:
-        """Every pair found, block by block; counts accumulate in ``self.stats``.
+        """Every pair found, block by block; counts accumulate in ``self.stats``, and ``self.ran`` says
+        which scheme ran once the pairs are consumed.
 
         ``progress(n)`` is called with the number of groups read since the last call.
         """
-        blocks: dict[int, list] = {ANSWERS: [], DOCUMENTS: []}
-        filled = {ANSWERS: 0, DOCUMENTS: 0}  # sentences in each pending block
+        stream = self._read(groups, progress)
+        if self.scheme == "groups":
+            self.ran = "scheme: within documents and answers (schemes 1 and 2; --scheme groups)"
+            yield from self._mine_groups(stream)
+        elif self.scheme == "corpus":
+            self.ran = "scheme: corpus-wide, every sentence against every other (scheme 3; --scheme corpus)"
+            yield from self._mine_corpus(rows for _, rows in stream)
+        else:
+            held: list[list[tuple[int, str, frozenset]]] = []  # one-sentence documents, until one is not
+            for group, rows in stream:
+                if group.scheme == ANSWERS or len(rows) >= 2:
+                    self.single_sentence_documents += sum(1 for one in held if one)
+                    held.clear()
+                    self.ran = ("scheme: within documents and answers (schemes 1 and 2: the input has documents "
+                                "of several sentences or answers; --scheme corpus pairs every sentence with "
+                                "every other)")
+                    yield from self._mine_groups(chain([(group, rows)], stream))
+                    break
+                held.append(rows)
+            else:
+                self.ran = ("scheme: corpus-wide, every sentence against every other (scheme 3: every document "
+                            "is one sentence; --scheme groups pairs only within documents)")
+                yield from self._mine_corpus(held)
+        if self.single_sentence_documents and self.scheme != "corpus":
+            self.ran += (f"; {self.single_sentence_documents} one-sentence documents had no sentence to pair "
+                         "with")
+
+    def _read(self, groups: Iterable[Group], progress: Callable[[int], None] | None
+              ) -> Iterator[tuple[Group, list[tuple[int, str, frozenset]]]]:
         for group in groups:
             if progress is not None:
                 progress(1)
-            rows = self.sentences(group)
+            yield group, self.sentences(group)
+
+    def _mine_groups(self, stream: Iterable[tuple[Group, list[tuple[int, str, frozenset]]]]) -> Iterator[MinedPair]:
+        """Schemes 1 and 2: pairs within each group."""
+        blocks: dict[int, list] = {ANSWERS: [], DOCUMENTS: []}
+        filled = {ANSWERS: 0, DOCUMENTS: 0}  # sentences in each pending block
+        for group, rows in stream:
             if len(rows) < 2:
+                self.single_sentence_documents += len(rows) == 1 and group.scheme == DOCUMENTS
                 continue
             serial = self.groups_read = self.groups_read + 1
             if self.negatives:
@@ -384,6 +444,51 @@ class PairMiner:
             if block:
                 yield from self._mine_block(scheme, block)
 
+    def _mine_corpus(self, documents: Iterable[list[tuple[int, str, frozenset]]]) -> Iterator[MinedPair]:
+        """Scheme 3: the same MinHash LSH blocking and exact check, with the whole input as one group.
+
+        Holds the distinct sentences and their signatures (uint32: values stay below 2^31), hashed in
+        blocks of ``block_sentences``; shingles are recomputed for the candidates only.
+        """
+        stats = self.stats[CORPUS]
+        texts: list[str] = []
+        seen: set[str] = set()
+        signatures: list[np.ndarray] = []
+        pending: list[frozenset] = []
+        for rows in documents:
+            stats.groups += bool(rows)
+            for _, sentence, sentence_grams in rows:
+                if sentence in seen:
+                    continue
+                seen.add(sentence)
+                texts.append(sentence)
+                pending.append(sentence_grams)
+                if self.negatives:
+                    self._sample(len(texts), [(0, sentence, sentence_grams)])
+                if len(pending) >= self.block_sentences:
+                    signatures.append(self.hasher.signatures(pending).astype(np.uint32))
+                    pending = []
+        if pending:
+            signatures.append(self.hasher.signatures(pending).astype(np.uint32))
+        del seen, pending
+        n = stats.sentences = len(texts)
+        stats.all_pairs = n * (n - 1) // 2
+        if n < 2:
+            return
+        candidates = lsh_candidates(np.concatenate(signatures), np.zeros(n, dtype=np.int64), stats.bands, stats.rows)
+        stats.candidates = len(candidates)
+        grams: dict[int, frozenset] = {}  # shingles of the sentences that are candidates
+        for i, j in candidates.tolist():
+            for k in (i, j):
+                if k not in grams:
+                    grams[k] = shingles(texts[k], self.ngram)
+            score = jaccard(grams[i], grams[j])
+            if score >= stats.threshold:
+                stats.pairs += 1
+                # Serials are sentence numbers here: the negative is neither sentence of the pair.
+                negative = self._negative(i + 1, j + 1) if self.negatives else None
+                yield MinedPair(texts[i], texts[j], round(score, 4), CORPUS, negative)
+
     def _sample(self, serial: int, rows: list[tuple[int, str, frozenset]]) -> None:
         """Reservoir sampling (10,000 sentences) of everything read, for negatives."""
         for _, sentence, _ in rows:
@@ -395,10 +500,10 @@ class PairMiner:
                 if slot < len(self.reservoir):
                     self.reservoir[slot] = (serial, sentence)
 
-    def _negative(self, serial: int) -> str:
+    def _negative(self, *serials: int) -> str:
         for _ in range(50):
             other, sentence = self.reservoir[self.rng.randrange(len(self.reservoir))]
-            if other != serial:
+            if other not in serials:
                 return sentence
         raise InputError("mine-pairs --negatives", "sentences from at least two documents or questions",
                          got="one group only")
