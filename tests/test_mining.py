@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from luse.cli.main import main
+from luse.errors import InputError
 from luse.mining import (
     ANSWERS,
     DOCUMENTS,
@@ -205,8 +206,9 @@ def test_cli_writes_pairs_the_readers_accept(tmp_path, inputs, capsys):
 
     with_negatives = tmp_path / "triplets.jsonl"
     assert main(["mine-pairs", "--in", str(inputs["docs"]), "--out", str(with_negatives), "--negatives"]) == 0
-    triplets = list(read_triplets(with_negatives))
-    assert len(triplets) == len(list(read_pairs(with_negatives))) == len(inputs["planted"])
+    assert len(list(read_triplets(with_negatives))) == len(inputs["planted"])
+    with pytest.raises(InputError, match="simcse_sup"):  # triplets are simcse_sup's, not scored pairs for cosent
+        list(read_pairs(with_negatives))
     try:
         from luse.data.supervised import read_similar_pairs
     except ImportError:  # the RoFormer-Sim recipe is another module; check it when present

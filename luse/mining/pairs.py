@@ -40,8 +40,8 @@ Input (:func:`read_groups`), one group per record, from ``.txt``/``.jsonl`` file
 Output records: ``{"text1", "text2", "score", "scheme"}`` (``score``: the Jaccard similarity,
 ``scheme``: 1, 2 or 3), read as scored pairs by ``luse.data.supervised.read_pairs`` and as similar pairs
 by the RoFormer-Sim recipe. ``negatives=True`` writes ``{"sentence1", "sentence2", "hard_negative",
-"score", "scheme"}`` instead, with a random sentence of another group as the negative, which both
-``read_pairs`` and ``read_triplets`` (SimCSE supervised) accept.
+"score", "scheme"}`` instead, with a random sentence of another group as the negative: triplets for
+``read_triplets`` (SimCSE supervised); ``read_pairs`` refuses them, naming that recipe.
 """
 
 from __future__ import annotations
