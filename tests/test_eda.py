@@ -489,3 +489,19 @@ def test_augment_rejects_zero_views(capsys):
 def test_augment_missing_input_is_an_input_error(tmp_path):
     with pytest.raises(InputError):
         _run(["augment", "--in", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "o.jsonl")])
+
+
+@pytest.mark.parametrize("content", [b"\xb0\xa1\xb0\xa1\xd6\xd0\n" * 30, b"", b"\n \n"], ids=["all-gbk", "empty", "blank"])
+def test_augment_with_nothing_to_augment_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, content):
+    """An input whose every line is skipped is an error, as in encode and mine-pairs (issue 16, case 4)."""
+    from luse.cli.main import main
+
+    monkeypatch.setattr(synonym_build, "load_synonym_cache", lambda path, language, **kw: FakeCache())
+    corpus, out = tmp_path / "gbk.txt", tmp_path / "views.jsonl"
+    corpus.write_bytes(content)
+    assert main(["augment", "--in", str(corpus), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"luse: error: {corpus}: expected at least one text"), err
+    if content.startswith(b"\xb0"):
+        assert "skipped 30 of 30 lines: 30 invalid UTF-8 (first at" in err[0]
+    assert not out.exists()

@@ -2,6 +2,7 @@
 
 import random
 
+import pytest
 import torch
 
 from luse.data.loader import BatchStream, batch_rng, make_loader
@@ -51,3 +52,51 @@ def test_loader_leaves_global_rng_alone():
     before = torch.get_rng_state()
     list(make_loader(BatchStream(make_items, collate, batch_size=4, seed=1)))
     assert torch.equal(before, torch.get_rng_state())
+
+
+def _half_gbk_corpus(path, lines=40):
+    """Every other line GBK (not UTF-8): skipped and counted by the corpus reader."""
+    with open(path, "wb") as f:
+        for i in range(lines):
+            text = f"第{i}句话，用来训练句子向量。"
+            f.write((text.encode("gbk") if i % 2 else text.encode("utf-8")) + b"\n")
+    return path
+
+
+@pytest.mark.parametrize("num_workers", [0, 1, 2])
+def test_skip_counts_reach_the_main_process_with_any_number_of_workers(tmp_path, num_workers, caplog):
+    """Workers read the corpus; what they skipped is reported by the main process (issue 16, case 4)."""
+    import logging
+
+    from luse.config import load_config
+    from luse.data.items import CorpusItems
+
+    corpus = _half_gbk_corpus(tmp_path / "half-gbk.txt")
+    config = load_config(None, [f"data.corpus=[{corpus}]", f"data.num_workers={num_workers}",
+                                "data.shuffle_buffer=4", "data.min_chars=2"])
+    items = CorpusItems(config)
+
+    def collate(sentences, rng):
+        return {"items": list(sentences)}
+
+    # Part of an epoch, as a run with max_steps stops: counts as far as the workers read.
+    loader = make_loader(BatchStream(items, collate, batch_size=4, seed=1), num_workers)
+    taken = [batch for _, batch in zip(range(2), loader)]
+    assert all(set(batch) == {"items", "batch_index"} for batch in taken)  # the counts ride off the batches
+    assert items.skips[0].skipped() >= 1 and 0 not in items.skips.complete
+    # A whole epoch: the full counts, from whichever reader got to the end.
+    assert len(list(make_loader(BatchStream(items, collate, batch_size=4, seed=1, epoch=1), num_workers))) == 5
+    assert 1 in items.skips.complete
+    expected = f"skipped 20 of 40 lines: 20 invalid UTF-8 (first at {corpus}:2); skipped 0 of 20 sentences"
+    assert items.skips[1].report() == expected
+
+    logger = logging.getLogger("luse")
+    logger.addHandler(caplog.handler)
+    caplog.set_level(logging.INFO, logger="luse")
+    propagate, logger.propagate = logger.propagate, False  # each record once, however a recipe set logging up
+    try:
+        items.report_skips()
+    finally:
+        logger.removeHandler(caplog.handler)
+        logger.propagate = propagate
+    assert [r.getMessage() for r in caplog.records] == [f"data (one full pass over data.corpus): {expected}"]

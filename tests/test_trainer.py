@@ -2,6 +2,7 @@
 
 import os
 import random
+import re
 import signal
 
 import pytest
@@ -269,3 +270,27 @@ def test_a_model_path_that_does_not_exist_says_no_such_directory(tmp_path, capsy
     err = capsys.readouterr().err
     assert code == 2 and f"simcse_unsup: error: {missing}: expected a model directory" in err, err
     assert "no such directory" in err and "Repo id" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_skipped_lines_are_reported_at_the_end_with_dataloader_workers(tmp_path, tiny_bert, luse_log, workers):
+    """A half-GBK corpus read by DataLoader workers: the run still reports the skipped lines (issue 16, case 4)."""
+    from conftest import recipe_main
+
+    from luse.train.outcome import exit_code
+
+    path = tmp_path / "half-gbk.txt"  # far more than 2 steps read: the run stops mid-epoch
+    path.write_bytes(b"".join((s.encode("gbk") if i % 2 else s.encode("utf-8")) + b"\n"
+                                for i, s in enumerate(corpus(n=2000, seed=1))))
+    code = exit_code("simcse_unsup", recipe_main("simcse_unsup"),
+                     [f"model.name_or_path={tiny_bert}", f"output_dir={tmp_path / 'out'}", f"data.corpus=[{path}]",
+                      "max_steps=2", "batch_size=4", "report_to=none", "eval.every=0", "save_every=0",
+                      "eval.label_free_sentences=4", f"data.num_workers={workers}", "data.shuffle_buffer=8"])
+    assert code == 0
+    reports = [r.getMessage() for r in luse_log.records if "invalid UTF-8" in r.getMessage()]
+    assert reports and reports[-1].startswith("data (as far as read): skipped "), reports
+    assert f" invalid UTF-8 (first at {path}:2)" in reports[-1], reports
+    # Building the second batch took 2 x 4 sentences past an 8-sentence shuffle buffer, every other line GBK:
+    # at least 32 lines, which only the workers read (this process read 12 sentences before training).
+    seen = int(re.search(r"skipped [\d,]+ of ([\d,]+) lines", reports[-1]).group(1).replace(",", ""))
+    assert seen >= 32, reports

@@ -11,7 +11,9 @@ writes one object per input text, in input order::
 
 The output appears only when complete (written to a temporary sibling, then renamed), so an
 interrupted run leaves an earlier output file as it was. The same input, seed and synonym cache
-give the same file.
+give the same file. Lines that are not UTF-8, malformed or empty are skipped and counted; an input
+with no text at all left is an error (exit code 2, one line saying what was skipped), found before
+the synonym cache is loaded.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import json
 import random
 import sys
 import time
+from collections.abc import Iterator
+from itertools import chain
 from pathlib import Path
 
 # Only light imports here: register() runs on every `luse` call. jieba, tqdm and the synonym
@@ -62,10 +66,16 @@ def run_augment(args: argparse.Namespace) -> int:
     from luse.augment.synonyms.build import load_synonym_cache
     from luse.data.corpus import iter_corpus
     from luse.data.skips import SkipCounter
+    from luse.errors import InputError
 
     skips = SkipCounter()
-    # The corpus is listed first, so a wrong --in fails before the cache is loaded or built.
-    texts = iter_corpus(args.input, field=args.field, skips=skips)
+    # The corpus is read up to its first text first, so a wrong --in, or one with nothing to augment,
+    # fails before the cache is loaded or built.
+    texts = _non_blank(iter_corpus(args.input, field=args.field, skips=skips), skips)
+    first = next(texts, None)
+    if first is None:
+        raise InputError(args.input, "at least one text (UTF-8, not empty)", got="none", hint=skips.report())
+    texts = chain([first], texts)
     cache = load_synonym_cache(args.cache, args.language, setting="--cache")
     eda = EDA(cache.synonyms, language=args.language, extra_words=cache.vocab)
     eda.segmenter.prepare()
@@ -74,9 +84,6 @@ def run_augment(args: argparse.Namespace) -> int:
     written = 0
     with atomic_open(Path(args.out), "w") as out, tqdm(unit=" texts", file=sys.stderr, mininterval=1.0) as bar:
         for text in texts:
-            if not text or text.isspace():
-                skips.skip("empty")
-                continue
             record = {"text": text, "views": eda.views(text, args.views, rng)}
             out.write(json.dumps(record, ensure_ascii=False))
             out.write("\n")
@@ -84,6 +91,15 @@ def run_augment(args: argparse.Namespace) -> int:
             bar.update()
     print(_summary(args, eda.stats, written, time.perf_counter() - started, skips.report()), file=sys.stderr)
     return 0
+
+
+def _non_blank(texts: Iterator[str], skips) -> Iterator[str]:
+    """``texts`` without the blank ones, which are counted as ``"empty"`` skips."""
+    for text in texts:
+        if not text or text.isspace():
+            skips.skip("empty")
+            continue
+        yield text
 
 
 def _summary(args: argparse.Namespace, stats, written: int, seconds: float, skipped: str) -> str:

@@ -11,7 +11,7 @@ import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from luse.config import TrainConfig
-from luse.data.skips import SkipCounter
+from luse.data.skips import EpochSkips
 from luse.errors import InputError
 
 logger = logging.getLogger("luse")
@@ -20,41 +20,39 @@ logger = logging.getLogger("luse")
 class CorpusItems:
     """Unlabelled sentences of ``data.corpus``: split, filtered, de-duplicated and shuffled per epoch.
 
-    Skipped lines are counted per epoch in ``skips``; a DataLoader worker logs its own count when it
-    finishes a pass, the main process's counts are logged by :meth:`report_skips`.
+    Skipped lines are counted per epoch in ``skips`` (:class:`~luse.data.skips.EpochSkips`): directly when
+    this process reads, and from the counts DataLoader workers send along with their batches
+    (:mod:`luse.data.loader`) when they do. :meth:`report_skips` logs them at the end of a run, with any
+    number of workers.
     """
 
     def __init__(self, config: TrainConfig):
         self.data, self.seed = config.data, config.seed
-        self.skips: dict[int, SkipCounter] = {}
+        self.skips = EpochSkips()
 
     def __call__(self, epoch: int) -> Iterator[str]:
         from luse.data.corpus import sentence_stream
 
         data = self.data
-        skips = self.skips[epoch] = SkipCounter()
+        skips = self.skips.reader(epoch)  # in a worker, its copy of self.skips travels with its batches
         yield from sentence_stream(data.corpus, seed=self.seed, epoch=epoch,
                                    shuffle_buffer_size=data.shuffle_buffer, split=data.split_sentences,
                                    min_chars=data.min_chars, max_chars=data.max_chars, dedup=data.dedup,
                                    field=data.field, column=data.column, skips=skips)
-        if skips.total and _worker_id() == 0:
-            logger.info("data, epoch %d: %s", epoch, skips.report())
+        self.skips.complete.add(epoch)
 
     def report_skips(self) -> None:
-        """Log what the epochs read in this process skipped (with ``data.num_workers=0`` that is all of it)."""
-        if self.data.num_workers:
-            return  # the workers read the training epochs and logged their own counts
-        for epoch, skips in sorted(self.skips.items()):
-            if skips.total:
-                logger.info("data, epoch %d (as far as read): %s", epoch, skips.report())
+        """Log, once and on the main process, what the data skipped (with workers: what they sent)."""
+        report = self.skips.report()
+        if report is not None and _process_index() == 0:
+            logger.info("%s", report)
 
 
-def _worker_id() -> int | None:
-    """DataLoader worker id, or None in the main process."""
-    from torch.utils.data import get_worker_info
+def _process_index() -> int:
+    """This process's rank in a distributed run (0 when there is none)."""
+    import torch.distributed as dist
 
-    info = get_worker_info()
-    return info.id if info is not None else None
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def in_memory_items(rows: list, seed: int) -> Callable[[int], Iterator]:

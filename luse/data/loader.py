@@ -8,6 +8,13 @@ index falls to it; PyTorch hands the workers' batches back round-robin, so the o
 for any number of workers. Resuming skips consumed batches at the raw-item level, before any
 augmentation or tokenisation, and every batch draws its randomness from (seed, epoch, batch
 index), so a resumed run sees exactly the batches the uninterrupted run would have seen.
+
+What a worker's reader skipped would stay in the worker: when ``make_items`` keeps its counts in
+``make_items.skips`` (an :class:`~luse.data.skips.EpochSkips`, as :class:`luse.data.items.CorpusItems`
+does), each batch a worker builds carries the worker's counter so far, and a worker that reads its
+stream to the end sends a last item with its final counter; the loader of :func:`make_loader` takes
+them off in the main process and offers them to ``make_items.skips``, so the run can report skipped
+lines at the end with any number of workers.
 """
 
 from __future__ import annotations
@@ -20,6 +27,11 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from luse.data.skips import EpochSkips
+
+_SKIPS = "_luse_skips"  # a worker's SkipCounter riding along with a batch
+_READ_TO_END = "_luse_read_to_end"  # the item a worker sends after its stream ended: only its counter
 
 
 def batch_rng(seed: int, epoch: int, index: int, rank: int) -> random.Random:
@@ -45,6 +57,17 @@ class BatchStream(IterableDataset):
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
+        skips = getattr(self.make_items, "skips", None) if info is not None else None
+        if not isinstance(skips, EpochSkips):
+            yield from self._batches(info)
+            return
+        for batch in self._batches(info):
+            batch[_SKIPS] = skips.get(self.epoch)
+            yield batch
+        if self.epoch in skips:  # read to the end: the whole pass's counts
+            yield {_SKIPS: skips[self.epoch], _READ_TO_END: True}
+
+    def _batches(self, info) -> Iterator[dict[str, Any]]:
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         global_size = self.batch_size * self.world_size
         items = iter(self.make_items(self.epoch))
@@ -67,9 +90,29 @@ class BatchStream(IterableDataset):
             index += 1
 
 
-def make_loader(stream: BatchStream, num_workers: int = 0) -> DataLoader:
-    """A DataLoader over ready-made batches; its own generator keeps the global RNG untouched,
-    which exact resume relies on (a default DataLoader draws its worker seed from it)."""
+class Loader:
+    """Iterates a DataLoader over a :class:`BatchStream` and yields its batches, taking off the skip counts
+    workers send along (offered to ``make_items.skips``; a worker's last item carries only those)."""
+
+    def __init__(self, stream: BatchStream, loader: DataLoader):
+        self.stream, self.loader = stream, loader
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        skips = getattr(self.stream.make_items, "skips", None)
+        for batch in self.loader:
+            counter = batch.pop(_SKIPS, None)
+            read_to_end = batch.pop(_READ_TO_END, False)
+            if counter is not None and isinstance(skips, EpochSkips):
+                skips.offer(self.stream.epoch, counter, read_to_end=read_to_end)
+            if read_to_end:
+                continue
+            yield batch
+
+
+def make_loader(stream: BatchStream, num_workers: int = 0) -> Loader:
+    """A DataLoader over ready-made batches, wrapped in :class:`Loader` (which takes the workers' skip counts
+    off the batches); its own generator keeps the global RNG untouched, which exact resume relies on (a
+    default DataLoader draws its worker seed from it)."""
     generator = torch.Generator().manual_seed(stream.seed + stream.epoch)
     kwargs = {"prefetch_factor": 4, "persistent_workers": False} if num_workers else {}
-    return DataLoader(stream, batch_size=None, num_workers=num_workers, generator=generator, **kwargs)
+    return Loader(stream, DataLoader(stream, batch_size=None, num_workers=num_workers, generator=generator, **kwargs))

@@ -6,6 +6,11 @@ one-line :meth:`SkipCounter.report` points straight at an example to inspect::
 
     skipped 12 of 10,000 lines: 5 invalid UTF-8 (first at a.txt:3), 7 empty
 
+A training run reads its corpus once per epoch, possibly in DataLoader workers; :class:`EpochSkips`
+keeps each epoch's counter as far as any process read it (workers send theirs through the batch
+stream, :mod:`luse.data.loader`), so the main process can report at the end whatever the number of
+workers.
+
 Two units are counted apart, because one line can hold many sentences: *lines* (records read
 from a file or a hub dataset) and *sentences* (the pieces :func:`~luse.data.corpus.clean_texts`
 cuts documents into).  Skips of sentences are reported in their own clause.
@@ -13,7 +18,10 @@ cuts documents into).  Skips of sentences are reported in their own clause.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
+
+logger = logging.getLogger("luse")
 
 LINES = "lines"
 SENTENCES = "sentences"
@@ -122,3 +130,59 @@ class SkipCounter:
 
     def __repr__(self) -> str:
         return f"SkipCounter({self.report()})"
+
+
+class EpochSkips:
+    """Skip counts of a corpus read once per epoch, by several readers: this process (a check before
+    training, the training pass itself without workers, an evaluator's sample) and DataLoader workers.
+
+    Every reader of an epoch reads the same stream from its start, so the counter that has seen the
+    most lines holds everything the others saw: :meth:`get` gives that one. Readers in this process
+    register a live counter (:meth:`reader`); workers' counters arrive by :meth:`offer`.
+    """
+
+    def __init__(self) -> None:
+        self._readers: dict[int, list[SkipCounter]] = {}
+        self._offered: dict[int, SkipCounter] = {}
+        self.complete: set[int] = set()  # epochs some reader read to the end
+
+    def reader(self, epoch: int) -> SkipCounter:
+        """A new counter for a reader of ``epoch`` in this process."""
+        counter = SkipCounter()
+        self._readers.setdefault(epoch, []).append(counter)
+        return counter
+
+    def offer(self, epoch: int, counter: SkipCounter, *, read_to_end: bool = False) -> None:
+        """A counter for ``epoch`` from another process: kept when it read at least as far as the one held."""
+        held = self._offered.get(epoch)
+        if held is None or counter.seen >= held.seen:
+            self._offered[epoch] = counter
+        if read_to_end:
+            self.complete.add(epoch)
+
+    def get(self, epoch: int) -> SkipCounter | None:
+        """The counter of ``epoch`` that read furthest, or None if no reader started it."""
+        counters = self._readers.get(epoch, []) + ([self._offered[epoch]] if epoch in self._offered else [])
+        return max(counters, key=lambda c: c.seen) if counters else None
+
+    def __contains__(self, epoch: int) -> bool:
+        return epoch in self._readers or epoch in self._offered
+
+    def __getitem__(self, epoch: int) -> SkipCounter:
+        counter = self.get(epoch)
+        if counter is None:
+            raise KeyError(epoch)
+        return counter
+
+    def report(self) -> str | None:
+        """One line on what the data skipped: the furthest-read epoch's counts (every epoch reads the same
+        files, so one pass says it all), or None when nothing was skipped."""
+        epochs = set(self._readers) | set(self._offered)
+        if not epochs:
+            return None
+        epoch = max(epochs, key=lambda e: (e in self.complete, self[e].seen))
+        counter = self[epoch]
+        if not counter.total:
+            return None
+        scope = "one full pass over data.corpus" if epoch in self.complete else "as far as read"
+        return f"data ({scope}): {counter.report()}"
