@@ -275,3 +275,74 @@ def test_recipe_launch(kind, tmp_path, tiny_bert, tiny_roformer):
     assert (out / "checkpoints" / "step-00000002").is_dir()
     trained = load_seq2seq(final)
     assert not trained.new_lm_head
+
+
+@pytest.fixture
+def library_log(caplog):
+    """Warnings of luse, transformers (which does not propagate) and accelerate, as records."""
+    import logging
+
+    loggers = [logging.getLogger(name) for name in ("luse", "transformers")]
+    for logger in loggers:
+        logger.addHandler(caplog.handler)
+    caplog.set_level(logging.WARNING)
+    yield caplog
+    for logger in loggers:
+        logger.removeHandler(caplog.handler)
+
+
+NOISE = ("seem corrupted", "LOAD REPORT", "Removed shared tensor", "were not sharded", "past_key_values")
+
+
+def test_roformer_sim_distill_and_generate_load_and_save_quietly(tmp_path, tiny_bert, library_log, capsys):
+    """Training RoFormer-Sim from an encoder, resuming it, distilling a generator and generating print none
+    of transformers' / accelerate's notices about the tied LM head (issue 16, case 14); luse's own line
+    about the new head stays, and the tie survives checkpoints."""
+    import warnings
+
+    from conftest import recipe_main
+
+    from luse.cli.main import main
+    from luse.train.outcome import exit_code
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"text1": a, "text2": b}, ensure_ascii=False) + "\n" for a, b in PAIRS * 2),
+                     encoding="utf-8")
+    out, student = tmp_path / "sim", tmp_path / "student"
+    common = ["batch_size=3", "model.max_length=16", "eval.every=0", "save_every=1", "report_to=none"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train = [f"output_dir={out}", f"model.name_or_path={tiny_bert}", f"data.corpus=[{pairs}]", *common]
+        assert exit_code("roformer_sim", recipe_main("roformer_sim"), [*train, "max_steps=2"]) == 0
+        assert exit_code("roformer_sim", recipe_main("roformer_sim"), [*train, "max_steps=3", "resume=latest"]) == 0
+        assert exit_code("distill", recipe_main("distill"),
+                         [f"output_dir={student}", f"distill.teacher={out / 'final'}", "distill.student_layers=1",
+                          f"distill.pairs={pairs}", "distill.lm_weight=1", "model.pooling=cls", "max_steps=2",
+                          *common]) == 0
+        assert main(["generate", str(student / "final"), "今天天气很好", "-n", "4", "-k", "2"]) == 0
+    said = [r.getMessage() for r in library_log.records] + [str(w.message) for w in caught]
+    said += capsys.readouterr().err.splitlines()
+    assert not [line for line in said if any(noise in line for noise in NOISE)], said
+    assert any("has no LM head: started a new one" in line for line in said)  # ours stays
+    trained = load_seq2seq(out / "final")  # resumed from a checkpoint saved without the tied copies
+    assert trained.lm_head.predictions.decoder.weight is trained.backbone.embeddings.word_embeddings.weight
+
+
+def test_unexpected_keys_are_still_reported_by_our_loader(tmp_path, tiny_bert, library_log):
+    """What the quiet load drops is only what is expected: a backbone weight missing from the checkpoint is named."""
+    from safetensors.torch import load_file, save_file
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for path in tiny_bert.iterdir():
+        if path.is_file() and path.name != "model.safetensors":
+            (broken / path.name).write_bytes(path.read_bytes())
+    weights = load_file(str(tiny_bert / "model.safetensors"))
+    lost = next(name for name in weights if name.endswith("intermediate.dense.weight"))
+    save_file({k: v for k, v in weights.items() if k != lost}, str(broken / "model.safetensors"),
+              metadata={"format": "pt"})
+    Seq2SeqModel.from_pretrained(str(broken))
+    said = [r.getMessage() for r in library_log.records]
+    assert any("1 weights missing from the checkpoint, initialised at random" in m and lost.split(".", 1)[-1] in m
+               for m in said), said
+    assert not [m for m in said if "LOAD REPORT" in m or "seem corrupted" in m], said

@@ -23,10 +23,13 @@ which share the weight names) and as ``BertModel`` / ``RoFormerModel`` for the C
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
 import logging
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -124,15 +127,27 @@ class Seq2SeqModel(SentenceEncoder):
         config.is_decoder = False  # *ForCausalLM checkpoints: our own mask does the causal part
         config.tie_word_embeddings = True
         kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
-        try:
-            mlm, info = AutoModelForMaskedLM.from_pretrained(path, config=config, output_loading_info=True, **kwargs)
-        except (ValueError, ImportError):  # no SDPA for this architecture (RoFormer): eager
-            mlm, info = AutoModelForMaskedLM.from_pretrained(path, config=config, output_loading_info=True)
+        with _quiet_load_report():  # what it says is said below, minus what is expected here
+            try:
+                mlm, info = AutoModelForMaskedLM.from_pretrained(path, config=config, output_loading_info=True,
+                                                                 **kwargs)
+            except (ValueError, ImportError):  # no SDPA for this architecture (RoFormer): eager
+                mlm, info = AutoModelForMaskedLM.from_pretrained(path, config=config, output_loading_info=True)
         prefix = mlm.base_model_prefix
-        new_head = sorted(k for k in info.get("missing_keys", ()) if not k.startswith(prefix + "."))
+        missing = sorted(info.get("missing_keys", ()))
+        new_head = [k for k in missing if not k.startswith(prefix + ".")]
         if new_head and log_new_head:
             logger.warning("%s has no LM head: started a new one (tied to the input embeddings; "
                            "initialised: %s)", name_or_path, ", ".join(new_head))
+        # Anything else transformers' load report would have shown is not expected: say so.
+        lost = [k for k in missing if k.startswith(prefix + ".")]
+        unused = sorted(k for k in info.get("unexpected_keys", ()) if not _is_pooler(k, prefix))
+        mismatched = [str(k[0] if isinstance(k, (tuple, list)) else k) for k in info.get("mismatched_keys", ())]
+        for what, keys in (("missing from the checkpoint, initialised at random", lost),
+                           ("in the checkpoint but not used", unused), ("of another shape, not loaded", mismatched)):
+            if keys:
+                logger.warning("%s: %d weights %s: %s", name_or_path, len(keys), what, ", ".join(keys[:10])
+                               + (", ..." if len(keys) > 10 else ""))
         model = cls(mlm, tokenizer, max_length=max_length)
         model.new_lm_head = bool(new_head)
         return model
@@ -152,7 +167,8 @@ class Seq2SeqModel(SentenceEncoder):
         q = input_ids.shape[1]
         allowed = unilm_attention_mask(token_type_ids, torch.ones_like(token_type_ids))[:, -q:]
         outputs = self.backbone(input_ids=input_ids, attention_mask=extended_mask(allowed, self.backbone),
-                                token_type_ids=token_type_ids[:, -q:], past_key_values=cache, return_dict=True)
+                                token_type_ids=token_type_ids[:, -q:], return_dict=True,
+                                **{_cache_argument(type(self.backbone)): cache})
         return outputs.last_hidden_state
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -165,6 +181,41 @@ class Seq2SeqModel(SentenceEncoder):
         hidden = self.seq2seq_hidden(input_ids, attention_mask, token_type_ids)
         states = hidden if predict is None else hidden[predict]
         return hidden[:, 0], self.lm_head(states)
+
+
+@functools.cache
+def _cache_argument(backbone_class: type) -> str:
+    """The name ``backbone_class.forward`` takes the key/value cache by: ``cache`` in recent transformers
+    (``past_key_values`` is deprecated there, with a FutureWarning), ``past_key_values`` before."""
+    parameters = inspect.signature(backbone_class.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def _is_pooler(key: str, prefix: str) -> bool:
+    """An encoder checkpoint's pooler, which a ``*ForMaskedLM`` has no use for (expected, not reported)."""
+    return key.startswith(("pooler.", f"{prefix}.pooler."))
+
+
+class _LoadWarnings(logging.Filter):
+    """Drops ``transformers.modeling_utils``'s warnings (errors pass)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
+
+
+@contextlib.contextmanager
+def _quiet_load_report() -> Iterator[None]:
+    """transformers' load report (a table of missing / unexpected keys) and its warning that a checkpoint
+    without an LM head "seem[s] corrupted" (both halves of the tied head bias are absent) are warnings of
+    ``transformers.modeling_utils``; dropped while our loader runs, which reports the keys itself (a new
+    head in one line, anything unexpected in another). Errors still pass; the logger's level is left
+    alone (transformers reads it to decide what to check)."""
+    loader_logger, quiet = logging.getLogger("transformers.modeling_utils"), _LoadWarnings()
+    loader_logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        loader_logger.removeFilter(quiet)
 
 
 def check_pooling(pooling: str) -> None:

@@ -12,6 +12,7 @@ name): replaced and pruned checkpoints are first renamed to a hidden ``.step-N.o
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import shutil
@@ -124,6 +125,27 @@ def load_resume(accelerator, resume: str | None, output_dir: str | Path) -> Path
     return None
 
 
+class _SharedTensorNotice(logging.Filter):
+    """Drops accelerate's "Removed shared tensor {...} while saving" notice. safetensors stores a tensor
+    once; a model with tied weights (RoFormer-Sim's LM head = its input embeddings) has two names for
+    it, and the second is left out of the file. ``load_checkpoint`` reads it back with safetensors'
+    ``load_model`` into the same model, whose tie restores both names (resume is exact): nothing to act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return re.match(r"(\[RANK \d+\] )?Removed shared tensor ", record.getMessage()) is None
+
+
+@contextlib.contextmanager
+def _tied_weights_saved_once():
+    """:class:`_SharedTensorNotice` on accelerate's saving logger, while a checkpoint is saved."""
+    notice, saver = _SharedTensorNotice(), logging.getLogger("accelerate.utils.other")
+    saver.addFilter(notice)
+    try:
+        yield
+    finally:
+        saver.removeFilter(notice)
+
+
 def save_checkpoint(accelerator, output_dir: str | Path, step: int, config_yaml: str,
                     keep: int = 2) -> Path:
     """Save on every process into a shared temp dir, then publish it with one rename."""
@@ -136,7 +158,8 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, config_yaml:
         temp.mkdir()
     accelerator.wait_for_everyone()
     try:
-        accelerator.save_state(str(temp))
+        with _tied_weights_saved_once():
+            accelerator.save_state(str(temp))
         if accelerator.is_main_process:
             (temp / "config.yaml").write_text(config_yaml, encoding="utf-8")
             _fsync_tree(temp)
