@@ -47,6 +47,9 @@ def load_teacher(name_or_path: str, *, pooling: str | None = None, max_length: i
 
     try:
         path = resolve_model(name_or_path)
+    except InputError as err:  # say which key holds the path (resolve_model names only the path)
+        raise InputError(f"distill.teacher={name_or_path}", err.expected, got=err.got, hint=err.hint) from None
+    try:
         if is_seq2seq_export(path):
             if pooling:
                 check_pooling(pooling)

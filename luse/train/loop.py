@@ -91,6 +91,9 @@ def train(config: TrainConfig, objective: Objective, make_items: Callable[[int],
     window = LogWindow(items_per_step=config.batch_size * accelerator.num_processes)
     last_eval: dict = {}
     interrupted = None
+    # Seconds spent training (batches and steps, not evaluation or checkpoints), saved with the export:
+    # what a wall-clock comparison with another trainer needs (benchmarks/domains.py).
+    started, paused = time.perf_counter(), 0.0
     with GracefulStop() as stop, closing(batches(run, objective, make_items)) as stream:
         for batch in stream:
             loss = train_step(accelerator, run.model, run.optimizer, run.scheduler, run.hooks, batch,
@@ -105,21 +108,24 @@ def train(config: TrainConfig, objective: Objective, make_items: Callable[[int],
             progress.update(1)
             if state.step % config.log_every == 0 or state.step == run.total_steps:
                 window.log(run, progress)
+            pause = time.perf_counter()
             if config.eval.every and state.step % config.eval.every == 0 and state.step < run.total_steps:
                 last_eval = evaluate_and_export(run, evaluate, export)
             if config.save_every and state.step % config.save_every == 0:
                 checkpoint(run)
+            paused += time.perf_counter() - pause
             interrupted = _any_process_stopping(accelerator, stop)
             if interrupted or state.step >= run.total_steps:
                 break
     progress.close()
+    train_seconds = round(time.perf_counter() - started - paused, 2)
     if interrupted:
         checkpoint(run)
         accelerator.print(f"stopped by {interrupted} at step {state.step}; checkpoint saved. "
                           f"Continue with: resume=latest output_dir={run.output_dir}")
         accelerator.end_training()
         return TrainResult(state.step, None, None, last_eval, interrupted)
-    return finish(run, evaluate, export)
+    return finish(run, evaluate, export, train_seconds)
 
 
 # --- setup -----------------------------------------------------------------------------------------
@@ -224,8 +230,12 @@ def check_enough_data(config: TrainConfig, make_items: Callable[[int], Iterable]
     (an empty corpus, one whose every line was skipped): before the output directory is touched.
     Reads only as far as the first batch (and a shuffle buffer)."""
     need = config.batch_size * world_size
-    with closing(iter(make_items(0))) as items:
+    items = iter(make_items(0))
+    try:
         got = sum(1 for _ in itertools.islice(items, need))
+    finally:
+        if hasattr(items, "close"):  # a generator: stop its reads now; a plain iterator has nothing to close
+            items.close()
     if got < need:
         raise InputError(_data_name(config), f"at least {need} items for one batch (batch_size={config.batch_size} "
                          f"x {world_size} process(es))", got=got, hint=_read_report(make_items))
@@ -361,8 +371,9 @@ def checkpoint(run: Run) -> None:
                     keep=run.config.keep_checkpoints)
 
 
-def finish(run: Run, evaluate: Callable | None, export: Callable) -> TrainResult:
-    """The last evaluation, a checkpoint, and the ``OUTPUT/final`` export."""
+def finish(run: Run, evaluate: Callable | None, export: Callable, train_seconds: float) -> TrainResult:
+    """The last evaluation, a checkpoint, and the ``OUTPUT/final`` export (``train_seconds``: this
+    process's time in the training loop, recorded in its metadata)."""
     accelerator, state = run.accelerator, run.state
     last_eval = evaluate_and_export(run, evaluate, export)
     if run.config.save_every:
@@ -370,7 +381,8 @@ def finish(run: Run, evaluate: Callable | None, export: Callable) -> TrainResult
     final_dir = run.output_dir / "final"
     if accelerator.is_main_process:
         export(accelerator.unwrap_model(run.model), final_dir,
-               metadata={"step": state.step, "eval": _jsonable(last_eval), "config": to_dict(run.config)})
+               metadata={"step": state.step, "train_seconds": train_seconds, "eval": _jsonable(last_eval),
+                         "config": to_dict(run.config)})
         accelerator.print(f"exported {final_dir}" + (f"; best step {state.best_step} -> {run.output_dir / 'best'}"
                                                       if state.best_step is not None else ""))
     accelerator.wait_for_everyone()
