@@ -15,6 +15,10 @@ the file or directory must still load and hold exactly the old content. The cach
 its file through a slow disk (every write call waits 0.1 s): the file write of a small cache
 takes about a millisecond, and kills would otherwise only ever hit the computation before it.
 
+Stops: an endless run with a DataLoader worker under ``accelerate launch`` and under ``luse train``, on one
+process and on two, gets SIGTERM or SIGINT at the launcher, at its process group or at the training process;
+it must save a checkpoint, say so, and exit 130 / 143 without a traceback.
+
 Two processes: ``accelerate launch --multi_gpu --num_processes 2`` (CPU, gloo) with gathered
 negatives must log the same loss at every step as one process on the same global batch, and a
 two-process run resumed from a middle checkpoint must end bitwise identical.
@@ -375,22 +379,30 @@ def killed_writes(kind: str, source: Path, target: Path, work: Path, kills: int,
 
 # --- two processes ---------------------------------------------------------------------------
 
-def launch(processes: int, overrides: dict, timeout: float = 600) -> subprocess.CompletedProcess:
-    """``accelerate launch recipes/pretrain_luse.py`` with 1 or 2 CPU processes (gloo)."""
+def launch_command(processes: int, overrides: dict, front: str = "accelerate") -> list[str]:
+    """``accelerate launch recipes/pretrain_luse.py`` (or ``luse train pretrain_luse``) with 1 or 2 CPU processes."""
     import socket
 
+    settings = [f"{key}={value}" for key, value in overrides.items()]
+    if front == "luse":
+        return [sys.executable, "-m", "luse.cli", "train", "--num-processes", str(processes), "pretrain_luse",
+                *settings]
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    # accelerate 1.15 starts a single process with --cpu; --multi_gpu starts them all and the
+    # accelerate starts a single process with --cpu; --multi_gpu starts them all and the
     # trainer picks CPU + gloo when there is no GPU.
     device = ["--multi_gpu"] if processes > 1 else ["--cpu"]
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes), *device,
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--main_process_port", str(port), str(ROOT / "recipes" / "pretrain_luse.py"),
-               *[f"{key}={value}" for key, value in overrides.items()]]
+    return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes), *device,
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+            "--main_process_port", str(port), str(ROOT / "recipes" / "pretrain_luse.py"), *settings]
+
+
+def launch(processes: int, overrides: dict, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``accelerate launch recipes/pretrain_luse.py`` with 1 or 2 CPU processes (gloo), to the end."""
     env = {**os.environ, **CHILD_ENV, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(launch_command(processes, overrides), cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
     if done.returncode != 0:
         raise RuntimeError(f"{processes}-process launch failed:\n{done.stderr[-3000:]}")
     return done
@@ -444,6 +456,120 @@ def two_processes(work: Path, steps: int = 4) -> dict:
             "resumed_from_step": middle, "resume_said": "resumed from" in resumed_run.stdout,
             "resume_identical": same_tensors(straight, resumed),
             "losses_after_resume": [logged_losses(two)[s] for s in range(middle + 1, steps + 1)]}
+
+
+# --- stop signals under the launchers ------------------------------------------------------------
+
+#: What a stop is sent to: the launcher's pid, the launcher's process group (a terminal's Ctrl-C, a
+#: scheduler's or container's stop), or the training process alone (``kill`` of the python running the recipe).
+STOP_TARGETS = ("launcher", "group", "training process")
+EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
+
+
+def stop_signal(work: Path, model: Path, corpus: Path, *, front: str, processes: int, target: str, sig: str,
+                workers: int = 1, timeout: float = 180) -> dict:
+    """Start an endless run (DataLoader workers on) under ``front``'s launcher, send ``sig`` to ``target`` once
+    a few steps are done, and report what the user gets: the exit code, the saved checkpoint, the log's lines."""
+    import psutil
+
+    out = work / f"stop-{front}-{processes}-{target.replace(' ', '-')}-{sig}"
+    overrides = {"model.name_or_path": model, "data.corpus": f"[{corpus}]", "data.min_chars": 2, "batch_size": 4,
+                 "max_steps": 100000, "save_every": 0, "eval.every": 0, "report_to": "none", "views.eda": 0,
+                 "views.dropout": 1, "model.pooling": "mean", "data.num_workers": workers, "output_dir": out}
+    env = {**os.environ, **CHILD_ENV, "OMP_NUM_THREADS": "1"}
+    log = work / f"{out.name}.log"
+    with open(log, "w") as sink:
+        # A session of its own (its group is what a terminal or scheduler signals) with the default SIGINT
+        # action, as under a terminal: a background harness (nohup, CI) would otherwise pass SIG_IGN on.
+        process = subprocess.Popen(launch_command(processes, overrides, front), cwd=ROOT, env=env, stdout=sink,
+                                   stderr=subprocess.STDOUT, start_new_session=True,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    LIVE.append(process)
+    deadline = time.monotonic() + timeout
+    while _progress_steps(log) < 5:  # a few steps in: the workers are up and batches are flowing
+        if process.poll() is not None or time.monotonic() > deadline:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise RuntimeError(f"{out.name}: no training progress; log:\n{log.read_text(errors='replace')[-3000:]}")
+        time.sleep(0.1)
+    number = getattr(signal, sig)
+    if target == "launcher":
+        os.kill(process.pid, number)
+    elif target == "group":
+        os.killpg(process.pid, number)
+    else:
+        # The processes that run the recipe, not their DataLoader workers (forked: the same command line).
+        running = [p for p in psutil.Process(process.pid).children(recursive=True)
+                   if "pretrain_luse.py" in " ".join(p.cmdline())]
+        trainers = [p for p in running if p.ppid() not in {q.pid for q in running}]
+        for trainer in trainers:
+            trainer.send_signal(number)
+    sent = time.monotonic()
+    try:
+        code = process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        code = None
+    text = log.read_text(errors="replace")
+    return {"front": front, "processes": processes, "target": target, "signal": sig, "workers": workers,
+            "exit_code": code, "expected_exit_code": EXIT_CODES[sig], "seconds_to_exit": round(time.monotonic() - sent, 1),
+            "saved_step": latest_step(out) or None, "said_stopped": f"stopped by {sig}" in text,
+            "traceback": "Traceback" in text, "worker_killed": "is killed by signal" in text}
+
+
+def stop_ok(stop: dict) -> bool:
+    """Saved, said so, exited as a shell reports the signal, and showed no traceback."""
+    return bool(stop["saved_step"] and stop["said_stopped"] and stop["exit_code"] == stop["expected_exit_code"]
+                and not stop["traceback"] and not stop["worker_killed"])
+
+
+def stop_launcher_code(stop: dict) -> bool:
+    """The one case the launcher's own code decides: accelerate's simple launcher turns the training process's
+    130 / 143 into its exit 1; the checkpoint must still be saved."""
+    return bool(stop["front"] == "accelerate" and stop["target"] == "training process" and stop["saved_step"]
+                and stop["said_stopped"] and not stop["worker_killed"])
+
+
+def front_door_errors(work: Path, model: Path) -> list[dict]:
+    """What a user sees for bad input (a misspelt key) under each front door: exit code, lines, traceback."""
+    overrides = {"model.name_or_path": model, "max_step": 3, "output_dir": work / "bad-input"}
+    env = {**os.environ, **CHILD_ENV, "OMP_NUM_THREADS": "1"}
+    seen = []
+    for front, processes, quiet in (("luse", 1, False), ("accelerate", 1, False), ("accelerate", 1, True),
+                                    ("luse", 2, False), ("accelerate", 2, False)):
+        command = launch_command(processes, overrides, front)
+        if quiet:
+            command.insert(command.index("--num_processes"), "-q")
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        lines = [line for line in (done.stdout + done.stderr).splitlines()
+                 if line.strip() and "Loading weights" not in line]
+        seen.append({"command": ("luse train" if front == "luse" else "accelerate launch" + (" -q" if quiet else ""))
+                     + (f", {processes} processes" if processes > 1 else ""), "exit_code": done.returncode,
+                     "lines": len(lines), "traceback": "Traceback" in done.stderr,
+                     "error_line": next((line for line in lines if "error:" in line), "")})
+    return seen
+
+
+def _progress_steps(log: Path) -> int:
+    """The step count of the last progress bar update in a run's log (0 before the first)."""
+    import re
+
+    found = re.findall(r"train:[^|\n]*\|[^|\n]*\| (\d+)/\d+ \[", log.read_text(errors="replace")) if log.exists() else []
+    return int(found[-1]) if found else 0
+
+
+def stop_sweep(work: Path) -> list[dict]:
+    """Every stop a user or a scheduler sends, under both front doors, on one process and on two."""
+    from fault_script import sentences
+    from tiny_models import make_tiny_model
+
+    model = make_tiny_model(work / "model-stop")
+    corpus = work / "stop-corpus.txt"
+    corpus.write_text("\n".join(sentences(400)) + "\n", encoding="utf-8")
+    cases = [(front, 1, target, sig) for front in ("accelerate", "luse") for target in STOP_TARGETS
+             for sig in ("SIGTERM", "SIGINT") if not (target == "launcher" and sig == "SIGINT")]
+    cases += [(front, 2, target, "SIGTERM") for front in ("accelerate", "luse") for target in ("launcher", "group")]
+    return [stop_signal(work, model, corpus, front=front, processes=n, target=target, sig=sig)
+            for front, n, target, sig in cases]
 
 
 # --- fuzzing ---------------------------------------------------------------------------------
@@ -512,6 +638,32 @@ def markdown(results: dict) -> str:
               f"**2-process equivalence error: {pair['max_abs_loss_difference']:.1e}** (largest loss difference). "
               f"Two-process run resumed from its step-{pair['resumed_from_step']} checkpoint: final weights "
               f"{'bitwise identical' if pair['resume_identical'] else 'DIFFERENT'} to the uninterrupted run.", ""]
+    if results.get("stops"):
+        rows = [(f"`{'luse train' if stop['front'] == 'luse' else 'accelerate launch'}`", stop["processes"],
+                 stop["target"], stop["signal"], stop["saved_step"] or "NONE",
+                 f"{stop['exit_code']}" + ("" if stop["exit_code"] == stop["expected_exit_code"] else
+                                           f" (training process: {stop['expected_exit_code']})"),
+                 stop["seconds_to_exit"], "yes" if stop["traceback"] else "no")
+                for stop in results["stops"]]
+        lines += ["## Stop signals under the launchers, DataLoader workers on", "",
+                  "An endless run (tiny BERT, `data.num_workers=1`, no periodic saves) started in a session of its "
+                  "own, signalled a few steps in: at the launcher's pid, at its process group (what a terminal's "
+                  "Ctrl-C, `scancel` or a container stop reach) or at the training process alone.", "",
+                  markdown_table(["front door", "processes", "sent to", "signal", "checkpoint saved at step",
+                                  "exit code", "seconds to exit", "traceback"], rows,
+                                 "lrllrrrl"), "",
+                  f"**{sum(stop_ok(stop) for stop in results['stops'])} of {len(results['stops'])} saved a "
+                  "checkpoint and exited 130 / 143 with no traceback.** A signal to the training process alone "
+                  "under `accelerate launch` also saves, but accelerate's launcher reports the process's 143 as "
+                  "a failure (exit 1 and its `CalledProcessError` traceback; `-q` drops the traceback); `luse "
+                  "train` returns the training process's code.", ""]
+    if results.get("front_door_errors"):
+        rows = [(f"`{seen['command']}`", seen["exit_code"], seen["lines"], "yes" if seen["traceback"] else "no")
+                for seen in results["front_door_errors"]]
+        lines += ["## Bad input under each front door", "",
+                  "A misspelt key (`max_step=3`): what the terminal shows (lines other than the weight-loading bar).",
+                  "", markdown_table(["command", "exit code", "lines shown", "traceback"], rows, "lrrl"), "",
+                  f"The error line: `{results['front_door_errors'][0]['error_line']}`", ""]
     if results.get("fuzz"):
         fz = results["fuzz"]
         lines += ["## Fuzzed readers (hypothesis)", "",
@@ -572,19 +724,24 @@ def main(argv=None) -> int:
         pair = two_processes(work / "two", steps=4)
         print(f"  max |loss difference| {pair['max_abs_loss_difference']:.2e}; "
               f"resume identical: {pair['resume_identical']}", flush=True)
+        print("stops: SIGTERM / SIGINT to the launcher, its process group or the training process", flush=True)
+        stops = stop_sweep(work / "stops")
+        errors = front_door_errors(work, model)
+        print(f"  {sum(stop_ok(stop) for stop in stops)} of {len(stops)} saved and exited as promised", flush=True)
         fuzzed = None
         if args.fuzz:
             print(f"fuzz: {args.fuzz} examples per reader", flush=True)
             fuzzed = {"examples": args.fuzz, **fuzz(args.fuzz, work)}
             print(f"  passed: {fuzzed['passed']} in {fuzzed['seconds']} s", flush=True)
     results = {"command": command_line(argv), "machine": machine, "versions": versions(),
-               "training": training, **parts, "two_processes": pair, "fuzz": fuzzed}
+               "training": training, **parts, "two_processes": pair, "stops": stops, "front_door_errors": errors, "fuzz": fuzzed}
     # The smoke run keeps its own files, so `make bench` never overwrites the full sweep's figures.
     md, js = save_results("faults_quick" if args.quick else "faults", markdown(results), results)
     print(f"wrote {md.relative_to(ROOT)} and {js.relative_to(ROOT)}")
     ok = (training["survived"] == training["kills_tried"] and not leftovers
           and all(p["intact"] == p["tried"] for p in parts.values()) and (fuzzed is None or fuzzed["passed"])
-          and pair["resume_identical"] and pair["max_abs_loss_difference"] < 1e-4)
+          and pair["resume_identical"] and pair["max_abs_loss_difference"] < 1e-4
+          and all(stop_ok(stop) or stop_launcher_code(stop) for stop in stops))
     return 0 if ok else 1
 
 

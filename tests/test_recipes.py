@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -189,6 +190,10 @@ def test_luse_train_launches_the_recipe(tmp_path, tiny_bert, data):
     assert result.returncode == 0, result.stderr[-3000:]
     check_export(tmp_path / "out")
     assert "were not passed" not in result.stderr  # every launcher value is passed explicitly
+    # What the run does, in one line (the launcher's own notes describe the launch, not the run).
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("luse: ")]
+    assert re.search(r"on cpu, \d+ threads per process, 1 process, (fp32|bf16 autocast) \(mixed_precision=auto: ", line)
+    assert str(tmp_path / "out") in line
 
 
 def test_luse_train_exits_with_the_recipes_code_and_one_line(tmp_path, tiny_bert, data):

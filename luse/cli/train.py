@@ -3,12 +3,19 @@
 The same run as ``accelerate launch recipes/RECIPE.py key=value ...``, with every launcher value passed
 explicitly (so accelerate prints no "values were not passed" warning) and the recipe's own exit code
 returned (0, 2 for bad input, 130 / 143 after a signal) instead of the launcher's traceback.
+
+One process runs as accelerate's simple launcher would run it (its command and environment), but waited for
+here: SIGINT / SIGTERM to ``luse train`` are passed on to the training process alone, which saves a checkpoint
+and exits, however long the save takes (accelerate's launcher kills the process tree 5 seconds after a
+signal). Several processes go through accelerate's launcher (torchrun's agent gives them 30 seconds).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -74,6 +81,11 @@ def run(args: argparse.Namespace) -> int:
     script = find_recipe(args.recipe)
     argv = launch_arguments(script, args.overrides, args.num_processes, torch.cuda.device_count())
     launch_args = launch_command_parser().parse_args(argv)
+    if args.num_processes == 1:
+        return run_one_process(launch_args)
+    # torchrun's agent logs each rank's exit ("failed (exitcode: 2) local_rank: 0 ..."); the recipe has
+    # printed its own line and its exit code is returned below.
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     try:
         launch_command(launch_args)
     except subprocess.CalledProcessError as failed:  # one process: the recipe already printed its error line
@@ -84,3 +96,26 @@ def run(args: argparse.Namespace) -> int:
             raise
         return first()[1].exitcode
     return 0
+
+
+def run_one_process(launch_args: argparse.Namespace) -> int:
+    """The recipe as accelerate's simple launcher runs it, with stop signals passed on and no time limit."""
+    from accelerate.commands.launch import _validate_launch_command
+    from accelerate.utils.launch import prepare_simple_launcher_cmd_env
+
+    validated = _validate_launch_command(launch_args)  # (args, defaults, ...) in recent releases
+    launch_args = validated[0] if isinstance(validated, tuple) else validated
+    cmd, env = prepare_simple_launcher_cmd_env(launch_args)
+    process = subprocess.Popen(cmd, env=env)
+
+    def pass_on(signum, frame):  # the training process saves, then exits 130 / 143
+        if process.poll() is None:
+            process.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, pass_on) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = process.wait()
+        return 128 - code if code < 0 else code  # killed by signal N: the shell's 128 + N
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import signal
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from typing import Any
@@ -109,10 +110,19 @@ class Loader:
             yield batch
 
 
+def ignore_stop_signals(worker_id: int) -> None:
+    """A DataLoader worker's init: SIGINT and SIGTERM are for the training process, which saves and then shuts
+    its workers down. Launchers (accelerate's, torchrun's) and schedulers signal the whole process tree or
+    group; a worker killed by that signal makes the training process fail before it can save."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def make_loader(stream: BatchStream, num_workers: int = 0) -> Loader:
     """A DataLoader over ready-made batches, wrapped in :class:`Loader` (which takes the workers' skip counts
     off the batches); its own generator keeps the global RNG untouched, which exact resume relies on (a
     default DataLoader draws its worker seed from it)."""
     generator = torch.Generator().manual_seed(stream.seed + stream.epoch)
-    kwargs = {"prefetch_factor": 4, "persistent_workers": False} if num_workers else {}
+    kwargs = ({"prefetch_factor": 4, "persistent_workers": False, "worker_init_fn": ignore_stop_signals}
+              if num_workers else {})
     return Loader(stream, DataLoader(stream, batch_size=None, num_workers=num_workers, generator=generator, **kwargs))

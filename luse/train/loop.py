@@ -130,6 +130,24 @@ def train(config: TrainConfig, objective: Objective, make_items: Callable[[int],
 
 # --- setup -----------------------------------------------------------------------------------------
 
+def banner(config: TrainConfig, accelerator, total_steps: int) -> str:
+    """One line that says what this run does: the launcher's own notes (``--mixed_precision 'no'``, thread
+    counts) describe the launch, not the precision and threads the run picks for itself."""
+    precision = {"no": "fp32", "bf16": "bf16 autocast", "fp16": "fp16 autocast"}.get(accelerator.mixed_precision,
+                                                                                     accelerator.mixed_precision)
+    if config.mixed_precision == "auto":
+        why = ("native bf16" if accelerator.mixed_precision == "bf16" else
+               "no native bf16 here" if accelerator.device.type == "cpu" else "no bf16 on this GPU")
+        precision += f" (mixed_precision=auto: {why})"
+    device = accelerator.device.type
+    if device == "cpu":
+        device += f", {torch.get_num_threads()} threads per process"
+    processes = accelerator.num_processes
+    return (f"luse: {config.model.name_or_path} on {device}, {processes} process{'es' if processes > 1 else ''}, "
+            f"{precision}, batch {config.batch_size * processes * config.grad_accum} sentences, {total_steps} steps "
+            f"-> {config.output_dir}")
+
+
 def setup(config: TrainConfig, objective: Objective, make_items: Callable[[int], Iterable],
           encoder: SentenceEncoder | None = None, project: str = "luse") -> Run:
     """Accelerator, model, optimizer and scheduler; the checkpointed state registered and, with
@@ -185,6 +203,7 @@ def setup(config: TrainConfig, objective: Objective, make_items: Callable[[int],
     if objective_hooks.stateful:
         accelerator.register_for_checkpointing(objective)
 
+    accelerator.print(banner(config, accelerator, total_steps))
     config_yaml = yaml.safe_dump(to_dict(config), allow_unicode=True, sort_keys=False)
     resume_dir = load_resume(accelerator, config.resume, output_dir)
     if resume_dir is not None:

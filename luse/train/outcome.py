@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 
@@ -35,7 +36,9 @@ def exit_code(name: str, main: Callable[[list[str]], TrainResult], argv: list[st
     try:
         result = main(sys.argv[1:] if argv is None else argv)
     except (InputError, OSError) as err:  # bad input, a missing file, a failed save (full disk)
-        print(f"{name}: error: {' '.join(str(err).split())}", file=sys.stderr)  # one line, whatever raised it
+        # Bad input and missing files are the same for every process: the first one says so.
+        if os.environ.get("RANK", "0") == "0" or not isinstance(err, (InputError, FileNotFoundError)):
+            print(f"{name}: error: {' '.join(str(err).split())}", file=sys.stderr)  # one line, whatever raised it
         return 2
     except NonFiniteLossError as err:
         print(f"{name}: error: {err}", file=sys.stderr)
