@@ -178,8 +178,8 @@ def test_pretrain_luse_with_eda_views(tmp_path, tiny_bert, data):
     check_export(tmp_path / "out")
 
 
-def luse_train(recipe, overrides, timeout=300):
-    cmd = [sys.executable, "-m", "luse.cli", "train", recipe, *overrides]
+def luse_train(recipe, overrides, timeout=300, options=()):
+    cmd = [sys.executable, "-m", "luse.cli", "train", *options, recipe, *overrides]
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
 
@@ -202,5 +202,11 @@ def test_luse_train_exits_with_the_recipes_code_and_one_line(tmp_path, tiny_bert
     assert "pretrain_luse: error: command line: expected a known config key (did you mean 'max_steps'?)" \
         in result.stderr
     assert "Traceback" not in result.stderr and "were not passed" not in result.stderr
+    # Two processes: the same line once (both processes read the same bad input), no agent log.
+    result = luse_train("pretrain_luse", common(tmp_path, tiny_bert, data, max_step=3), options=["--num-processes", "2"])
+    assert result.returncode == 2
+    shown = [line for line in result.stderr.splitlines() if line.strip() and "Loading weights" not in line]
+    assert shown == ["pretrain_luse: error: command line: expected a known config key (did you mean 'max_steps'?), "
+                     "got \"unknown key 'max_step'\""], shown
     result = luse_train("no_such_recipe", [])
     assert result.returncode == 2 and "luse: error: no recipe 'no_such_recipe'" in result.stderr
