@@ -59,7 +59,7 @@ _LEGACY_ST_MODULE = "sentence_transformers.models.{}"
 
 
 def export_encoder(encoder: SentenceEncoder, out_dir: str | os.PathLike, *,
-                   metadata: Mapping[str, Any] | None = None) -> Path:
+                   metadata: Mapping[str, Any] | None = None, as_cls: bool = False) -> Path:
     """Write ``encoder`` to ``out_dir`` as a Hugging Face + sentence-transformers directory.
 
     The directory is built next to ``out_dir`` and swapped in only when complete (see
@@ -85,6 +85,8 @@ def export_encoder(encoder: SentenceEncoder, out_dir: str | os.PathLike, *,
         metadata: Anything worth keeping with the model (training config, evaluation scores).
             Must be JSON-like: dicts, lists, tuples, strings, numbers, booleans, ``None``; paths,
             numpy / torch scalars and dataclasses are converted.
+        as_cls: For a mean-pooled encoder: export it with one more, fixed layer whose [CLS] output is
+            that mean (:mod:`luse.model.mean_layer`), declared as ``pooling='cls'``.
 
     Returns:
         Path: ``out_dir``.
@@ -97,6 +99,11 @@ def export_encoder(encoder: SentenceEncoder, out_dir: str | os.PathLike, *,
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(out_dir, "a directory to export into", got="an existing file")
+    mean_layer = as_cls and encoder.pooling == "mean"
+    if as_cls and not mean_layer and encoder.pooling != "cls":
+        raise InputError("model", "model.pooling=mean (or cls) with model.export_as_cls", encoder.pooling)
+    if mean_layer:
+        encoder = _mean_as_cls(encoder)
     plain_metadata = _plain_json(dict(metadata or {}), "metadata")
     no_st_reason = _why_no_sentence_transformers(encoder)
 
@@ -119,6 +126,7 @@ def export_encoder(encoder: SentenceEncoder, out_dir: str | os.PathLike, *,
             "hidden_size": encoder.hidden_size,
             "backbone": type(_unwrap(encoder.backbone)).__name__,
             "sentence_transformers": no_st_reason is None,
+            "mean_layer": mean_layer,
             "metadata": plain_metadata,
         })
         (folder / "README.md").write_text(model_card(encoder, out_dir.name, no_st_reason, plain_metadata),
@@ -265,6 +273,15 @@ def _why_no_sentence_transformers(encoder: SentenceEncoder) -> str | None:
             return (f"the pooler of {type(_unwrap(encoder.backbone)).__name__} is not BERT's dense + tanh, "
                     "so no sentence-transformers Dense module can replay it")
     return None
+
+
+def _mean_as_cls(encoder: SentenceEncoder) -> SentenceEncoder:
+    """The encoder to export for ``as_cls``: a copy of the backbone with the mean layer, read at [CLS]."""
+    from luse.model.mean_layer import append_mean_layer
+
+    served = append_mean_layer(_unwrap(encoder.backbone))
+    return SentenceEncoder(served, encoder.tokenizer, pooling="cls", max_length=encoder.max_length,
+                           cls_only=False, unpad=False, fast_dropout=False)
 
 
 def _export_bytes(encoder: SentenceEncoder) -> int:

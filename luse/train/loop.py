@@ -17,6 +17,7 @@ accelerate's: the same code runs on one CPU or under ``accelerate launch`` on ma
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import math
@@ -84,7 +85,7 @@ def train(config: TrainConfig, objective: Objective, make_items: Callable[[int],
     """
     from luse.model.export import export_encoder
 
-    export = export or export_encoder
+    export = export or functools.partial(export_encoder, as_cls=config.model.export_as_cls)
     run = setup(config, objective, make_items, encoder, project)
     accelerator, state = run.accelerator, run.state
     progress = _progress(accelerator, run.total_steps, state.step)
