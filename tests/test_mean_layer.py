@@ -83,3 +83,14 @@ def test_export_as_cls_refuses_other_poolings(tiny_bert, tmp_path):
 
 def test_unsupported_backbone_is_named():
     assert "no encoder.layer" in mean_layer_support(nn.Linear(2, 2))
+
+
+def test_a_backbone_without_bert_layers_keeps_mean_pooling(tiny_bert, tmp_path, caplog, monkeypatch):
+    """Where no mean layer fits, the export keeps the trained vector as declared mean pooling, and says so."""
+    import luse.model.mean_layer as mean_layer
+
+    monkeypatch.setattr(mean_layer, "mean_layer_support", lambda backbone: "its layers are not BERT's")
+    out = export_encoder(moved(tiny_bert), tmp_path / "export", as_cls=True)
+    info = json.loads((out / "luse.json").read_text())
+    assert info["pooling"] == "mean" and info["mean_layer"] is False
+    assert "exported with mean pooling, not as [CLS]" in caplog.text

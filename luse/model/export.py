@@ -99,11 +99,19 @@ def export_encoder(encoder: SentenceEncoder, out_dir: str | os.PathLike, *,
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(out_dir, "a directory to export into", got="an existing file")
-    mean_layer = as_cls and encoder.pooling == "mean"
-    if as_cls and not mean_layer and encoder.pooling != "cls":
+    if as_cls and encoder.pooling not in ("mean", "cls"):
         raise InputError("model", "model.pooling=mean (or cls) with model.export_as_cls", encoder.pooling)
+    mean_layer = as_cls and encoder.pooling == "mean"
     if mean_layer:
-        encoder = _mean_as_cls(encoder)
+        from luse.model.mean_layer import mean_layer_support
+
+        why = mean_layer_support(_unwrap(encoder.backbone))
+        if why is None:
+            encoder = _mean_as_cls(encoder)
+        else:  # keep the trained vector: exported as mean pooling, as luse.json and the model card say
+            logger.warning("%s exported with mean pooling, not as [CLS] (model.export_as_cls): %s; "
+                           "train with model.pooling=cls for a CLS vector", out_dir, why)
+            mean_layer = False
     plain_metadata = _plain_json(dict(metadata or {}), "metadata")
     no_st_reason = _why_no_sentence_transformers(encoder)
 

@@ -52,7 +52,7 @@ def append_mean_layer(backbone: nn.Module) -> nn.Module:
     ``backbone`` itself is not modified (it may still be training)."""
     why = mean_layer_support(backbone)
     if why is not None:
-        raise InputError("model", "a BERT-family backbone for model.export_as_cls", why)
+        raise InputError("model", "a BERT-family backbone for a mean layer", why)
     served = copy.deepcopy(backbone)
     layer = copy.deepcopy(served.encoder.layer[-1])
     query, key, value, attention_out, norm1, up, down, norm2 = _parts(layer)
