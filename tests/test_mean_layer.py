@@ -62,6 +62,7 @@ def test_export_as_cls_serves_the_mean_in_plain_transformers(tiny_bert, tmp_path
     out = export_encoder(encoder, tmp_path / "export", as_cls=True)
     info = json.loads((out / "luse.json").read_text())
     assert info["pooling"] == "cls" and info["mean_layer"] is True
+    assert "its [CLS] output is the masked mean" in (out / "README.md").read_text()
     model, tokenizer = AutoModel.from_pretrained(out).eval(), AutoTokenizer.from_pretrained(out)
     batch = tokenizer(SENTENCES, padding=True, truncation=True, return_tensors="pt")
     with torch.no_grad():

@@ -137,7 +137,7 @@ def export_encoder(encoder: SentenceEncoder, out_dir: str | os.PathLike, *,
             "mean_layer": mean_layer,
             "metadata": plain_metadata,
         })
-        (folder / "README.md").write_text(model_card(encoder, out_dir.name, no_st_reason, plain_metadata),
+        (folder / "README.md").write_text(model_card(encoder, out_dir.name, no_st_reason, plain_metadata, mean_layer),
                                           encoding="utf-8")
     if no_st_reason is not None:
         logger.warning("exported %s with Hugging Face files only, no sentence-transformers modules: %s",
@@ -408,7 +408,7 @@ _POOLING_WORDS = {
 
 
 def model_card(encoder: SentenceEncoder, name: str, no_st_reason: str | None = None,
-               metadata: Mapping[str, Any] | None = None) -> str:
+               metadata: Mapping[str, Any] | None = None, mean_layer: bool = False) -> str:
     """The ``README.md`` of an export: what the sentence vector is and runnable code to get it.
 
     Args:
@@ -416,6 +416,7 @@ def model_card(encoder: SentenceEncoder, name: str, no_st_reason: str | None = N
         name: The export directory's name, used in the code examples (``./NAME``).
         no_st_reason: Why the export has no sentence-transformers modules, or ``None`` if it has.
         metadata: Top-level numbers, strings and booleans are listed under "Training".
+        mean_layer: The last layer is luse's fixed mean layer (:mod:`luse.model.mean_layer`).
     """
     pooling, backbone = encoder.pooling, type(_unwrap(encoder.backbone)).__name__
     hidden_states = ", output_hidden_states=True" if pooling == "first_last_avg" else ""
@@ -436,6 +437,8 @@ def model_card(encoder: SentenceEncoder, name: str, no_st_reason: str | None = N
         f"a `{backbone}` whose sentence vector ({encoder.hidden_size} dimensions) is {_POOLING_WORDS[pooling]}. "
         "Compare vectors with cosine similarity.",
         "",
+        *(["The last layer has fixed weights: its [CLS] output is the masked mean of the layer below (the encoder was "
+           "trained with mean pooling; luse's `model.export_as_cls`).", ""] if mean_layer else []),
         f"Sentences were truncated to {encoder.max_length} tokens in training; the tokenizer's "
         "`model_max_length` is set to that, so `truncation=True` does the same.",
         "",
