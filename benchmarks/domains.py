@@ -68,7 +68,7 @@ from common import RESULTS_DIR, ROOT
 
 from luse.data.sts import StsSet, read_sts
 from luse.io import package_dir, resolve_model
-from luse.model.export import declared_pooling
+from luse.model.export import declared_pooling, read_export_info
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false"}
@@ -319,6 +319,8 @@ def reference_loop(domain: Domain, budget: float, out: Path, bf16: bool, lr: flo
 LUSE_ROWS: dict[str, tuple[str, list[str]]] = {
     "luse_pretrain": ("pretrain_luse", []),
     "luse_simcse": ("simcse_unsup", []),
+    # pretrain_luse's defaults of session 7: CLS trained and served, 2 views, the anchor
+    "luse_pretrain_v1": ("pretrain_luse", ["model.pooling=cls", "model.export_as_cls=false"]),
     # pretrain_luse's defaults before the anchor (session 6): the seed's 9 views, pooler, no anchor
     "luse_pretrain_v0": ("pretrain_luse", ["model.pooling=pooler", "views.eda=4", "views.dropout=4",
                                            "batch_size=16", "loss.anchor_weight=0"]),
@@ -364,8 +366,18 @@ def checkpoint_as_model(checkpoint: Path, export: Path) -> Path:
         if item.is_file() and item.name != "model.safetensors":
             shutil.copy2(item, folder / item.name)
     state = load_file(checkpoint / "model.safetensors")
-    save_file({k[len("backbone."):]: v.contiguous() for k, v in state.items() if k.startswith("backbone.")},
-              folder / "model.safetensors")
+    backbone = {k[len("backbone."):]: v.contiguous() for k, v in state.items() if k.startswith("backbone.")}
+    if (read_export_info(export) or {}).get("mean_layer"):
+        # The export has one more (fixed) layer than the trained encoder: keep it, take the rest from the checkpoint.
+        from transformers import AutoModel
+
+        model = AutoModel.from_pretrained(str(export))
+        unexpected = model.load_state_dict(backbone, strict=False).unexpected_keys
+        if unexpected:
+            raise RuntimeError(f"{checkpoint}: weights the export does not have: {unexpected[:5]}")
+        model.save_pretrained(folder)
+        return folder
+    save_file(backbone, folder / "model.safetensors")
     return folder
 
 
