@@ -463,7 +463,6 @@ def two_processes(work: Path, steps: int = 4) -> dict:
 #: What a stop is sent to: the launcher's pid, the launcher's process group (a terminal's Ctrl-C, a
 #: scheduler's or container's stop), or the training process alone (``kill`` of the python running the recipe).
 STOP_TARGETS = ("launcher", "group", "training process")
-EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
 
 
 def stop_signal(work: Path, model: Path, corpus: Path, *, front: str, processes: int, target: str, sig: str,
@@ -471,6 +470,8 @@ def stop_signal(work: Path, model: Path, corpus: Path, *, front: str, processes:
     """Start an endless run (DataLoader workers on) under ``front``'s launcher, send ``sig`` to ``target`` once
     a few steps are done, and report what the user gets: the exit code, the saved checkpoint, the log's lines."""
     import psutil
+
+    from luse.train.signals import EXIT_CODES
 
     out = work / f"stop-{front}-{processes}-{target.replace(' ', '-')}-{sig}"
     overrides = {"model.name_or_path": model, "data.corpus": f"[{corpus}]", "data.min_chars": 2, "batch_size": 4,

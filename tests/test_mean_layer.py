@@ -16,10 +16,10 @@ from luse.model.mean_layer import append_mean_layer, mean_layer_support
 SENTENCES = ["今天天气很好", "Hello, world!", "自然语言处理 is fun, 123", "好", "这是一个比较长的句子，用来测试填充。"]
 
 
-def moved(path, pooling="mean", architecture_seed=0) -> SentenceEncoder:
+def moved(path, pooling="mean", seed=0) -> SentenceEncoder:
     """The tiny model with its weights moved off their initialisation, as training would."""
     encoder = SentenceEncoder.from_pretrained(str(path), pooling=pooling, max_length=32)
-    generator = torch.Generator().manual_seed(architecture_seed)
+    generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for parameter in encoder.parameters():
             parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.05)

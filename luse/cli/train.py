@@ -6,8 +6,9 @@ returned (0, 2 for bad input, 130 / 143 after a signal) instead of the launcher'
 
 One process runs as accelerate's simple launcher would run it (its command and environment), but waited for
 here: SIGINT / SIGTERM to ``luse train`` are passed on to the training process alone, which saves a checkpoint
-and exits, however long the save takes (accelerate's launcher kills the process tree 5 seconds after a
-signal). Several processes go through accelerate's launcher (torchrun's agent gives them 30 seconds).
+and exits, however long the save takes (accelerate's launcher kills the process tree a few seconds after a
+signal: ``_terminate_process_tree``). Several processes go through accelerate's launcher (torchrun's agent
+waits its own shutdown timeout); ``benchmarks/results/faults.md`` has the stop sweep under both.
 """
 
 from __future__ import annotations

@@ -72,12 +72,12 @@ def append_mean_layer(backbone: nn.Module) -> nn.Module:
             norm.bias.zero_()
     served.encoder.layer.append(layer)
     served.config.num_hidden_layers = len(served.encoder.layer)
-    if hasattr(layer, "attention") and hasattr(layer.attention.self, "layer_idx"):
+    if hasattr(layer.attention.self, "layer_idx"):  # recent transformers index layers for their caches
         layer.attention.self.layer_idx = len(served.encoder.layer) - 1
     return served
 
 
-def _parts(layer: nn.Module) -> tuple[nn.Linear, ...]:
+def _parts(layer: nn.Module) -> tuple[nn.Module, ...]:
     """The linear maps and norms of a BERT layer (BERT, RoFormer, ERNIE and kin share the names)."""
     attention = layer.attention
     parts = (attention.self.query, attention.self.key, attention.self.value, attention.output.dense,
