@@ -53,6 +53,7 @@ class DataConfig:
     dedup: bool = True
     shuffle_buffer: int = 10000
     num_workers: int = 0  # DataLoader workers that build (augment + tokenise) batches
+    length_groups: int = 0  # > 1: sort this many global batches at a time by length (luse.data.length_groups)
 
 
 @dataclass
@@ -364,6 +365,9 @@ def validate(config: TrainConfig) -> None:
     if config.views.dropout < 0 or config.views.eda < 0:
         raise InputError("config", "views.dropout and views.eda >= 0",
                          f"dropout={config.views.dropout} eda={config.views.eda}")
+    if config.data.length_groups < 0:
+        raise InputError("config", "data.length_groups >= 0 (0 or 1: batches in stream order)",
+                         config.data.length_groups)
     if config.loss.temperature <= 0:
         raise InputError("config", "loss.temperature > 0", config.loss.temperature)
     if config.loss.queue_size < 0 or not 0.0 <= config.loss.momentum <= 1.0:

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from luse.data.length_groups import length_grouped
 from luse.data.skips import EpochSkips
 
 _SKIPS = "_luse_skips"  # a worker's SkipCounter riding along with a batch
@@ -46,13 +47,15 @@ class BatchStream(IterableDataset):
 
     ``make_items(epoch)`` must return the same sequence every time it is called with the same
     epoch (seeded shuffling). Incomplete trailing batches are dropped so every process takes
-    the same number of steps.
+    the same number of steps. ``length_groups > 1`` sorts that many global batches at a time by length
+    (:mod:`luse.data.length_groups`).
     """
 
     def __init__(self, make_items: Callable[[int], Iterable], collate: Callable[[list, random.Random], dict],
                  *, batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0, epoch: int = 0,
-                 skip_batches: int = 0):
+                 skip_batches: int = 0, length_groups: int = 0):
         self.make_items, self.collate = make_items, collate
+        self.length_groups = length_groups
         self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
         self.seed, self.epoch, self.skip_batches = seed, epoch, skip_batches
 
@@ -71,7 +74,7 @@ class BatchStream(IterableDataset):
     def _batches(self, info) -> Iterator[dict[str, Any]]:
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         global_size = self.batch_size * self.world_size
-        items = iter(self.make_items(self.epoch))
+        items = length_grouped(self.make_items(self.epoch), global_size, self.length_groups, self.seed, self.epoch)
         index = 0
         while True:
             # Worker w builds batches skip, skip + w, ...: the order PyTorch collects them in.

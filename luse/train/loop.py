@@ -285,7 +285,8 @@ def batches(run: Run, objective: Objective, make_items: Callable[[int], Iterable
     while True:
         stream = BatchStream(make_items, objective.collate, batch_size=config.batch_size,
                              rank=accelerator.process_index, world_size=accelerator.num_processes,
-                             seed=config.seed, epoch=state.epoch, skip_batches=state.batches_in_epoch)
+                             seed=config.seed, epoch=state.epoch, skip_batches=state.batches_in_epoch,
+                             length_groups=config.data.length_groups)
         took_any = False
         for batch in make_loader(stream, config.data.num_workers):
             took_any = True

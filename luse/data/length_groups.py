@@ -1,0 +1,56 @@
+"""Batches of similar length: less padding, so more sentences per second at the same batch size.
+
+Batches are padded to their longest row, and a random batch of short sentences is mostly padding (how much,
+and what grouping buys at equal wall-clock: ``benchmarks/results/domains_selection.md``). Grouping reads
+``group`` global batches of the (already shuffled) stream at a time, sorts them by length, cuts them into
+global batches again and shuffles the order of those, so each batch holds sentences of one length band
+and the bands still come in random order. In-batch negatives then share their positive's length, which also
+takes away length as a cue the contrastive loss could lean on.
+
+Deterministic for a given (seed, epoch), so a resumed run, which skips raw items of this same order,
+sees exactly the batches the uninterrupted run saw.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from typing import Any
+
+
+def item_length(item: Any) -> int:
+    """Characters of a sentence, or of the longest text of a pair / triplet (what sets its padding)."""
+    if isinstance(item, str):
+        return len(item)
+    if isinstance(item, dict):
+        item = item.values()
+    return max((len(x) for x in item if isinstance(x, str)), default=0)
+
+
+def length_grouped(items: Iterable, batch_size: int, group: int, seed: int, epoch: int) -> Iterator:
+    """``items`` reordered so that each run of ``batch_size`` items has similar lengths (``group`` batches
+    sorted together; ``group <= 1`` leaves the order alone)."""
+    items = iter(items)
+    if group <= 1:
+        yield from items
+        return
+    for index in range(1 << 62):
+        chunk = list(islice(items, batch_size * group))
+        full = len(chunk) // batch_size * batch_size
+        # The stream is shuffled, so the leftover (an incomplete batch, dropped downstream) is a random
+        # sample, not the longest sentences.
+        ordered = sorted(chunk[:full], key=item_length)
+        blocks = [ordered[start:start + batch_size] for start in range(0, full, batch_size)]
+        _rng(seed, epoch, index).shuffle(blocks)
+        for block in blocks:
+            yield from block
+        yield from chunk[full:]
+        if len(chunk) < batch_size * group:
+            return
+
+
+def _rng(seed: int, epoch: int, index: int) -> random.Random:
+    digest = hashlib.blake2b(f"length:{seed}:{epoch}:{index}".encode(), digest_size=8).digest()
+    return random.Random(int.from_bytes(digest, "little"))
