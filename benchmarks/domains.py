@@ -320,10 +320,11 @@ LUSE_ROWS: dict[str, tuple[str, list[str]]] = {
     "luse_pretrain": ("pretrain_luse", []),
     "luse_simcse": ("simcse_unsup", []),
     # pretrain_luse's defaults of session 7: CLS trained and served, 2 views, the anchor
-    "luse_pretrain_v1": ("pretrain_luse", ["model.pooling=cls", "model.export_as_cls=false"]),
+    "luse_pretrain_v1": ("pretrain_luse", ["model.pooling=cls", "model.export_as_cls=false",
+                                           "loss.anchor_weight=100"]),
     # pretrain_luse's defaults before the anchor (session 6): the seed's 9 views, pooler, no anchor
-    "luse_pretrain_v0": ("pretrain_luse", ["model.pooling=pooler", "views.eda=4", "views.dropout=4",
-                                           "batch_size=16", "loss.anchor_weight=0"]),
+    "luse_pretrain_v0": ("pretrain_luse", ["model.pooling=pooler", "model.export_as_cls=false", "views.eda=4",
+                                           "views.dropout=4", "batch_size=16", "loss.anchor_weight=0"]),
 }
 
 
