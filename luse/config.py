@@ -70,6 +70,8 @@ class ViewsConfig:
     p_rd: float = 0.1
     paraphrases: str | None = None  # jsonl {"text", "views"} of pre-generated paraphrases (luse generate --out)
     generated: int = 0  # paraphrase views per sentence, looked up in views.paraphrases
+    repeat: int = 0  # ESimCSE's word-repetition views: a few units doubled, so length is no cue (augment/repetition.py)
+    dup_rate: float = 0.32  # repetition views double up to this fraction of a sentence's units
 
 
 @dataclass
@@ -362,9 +364,10 @@ def validate(config: TrainConfig) -> None:
     if config.views.generated < 0 or config.views.generated and not config.views.paraphrases:
         raise InputError("config", "views.generated >= 0, and views.paraphrases=FILE when views.generated > 0",
                          f"generated={config.views.generated} paraphrases={config.views.paraphrases}")
-    if config.views.dropout < 0 or config.views.eda < 0:
-        raise InputError("config", "views.dropout and views.eda >= 0",
-                         f"dropout={config.views.dropout} eda={config.views.eda}")
+    if min(config.views.dropout, config.views.eda, config.views.repeat) < 0 or not 0 <= config.views.dup_rate <= 1:
+        raise InputError("config", "views.dropout, views.eda and views.repeat >= 0, views.dup_rate in [0, 1]",
+                         f"dropout={config.views.dropout} eda={config.views.eda} repeat={config.views.repeat} "
+                         f"dup_rate={config.views.dup_rate}")
     if config.data.length_groups < 0:
         raise InputError("config", "data.length_groups >= 0 (0 or 1: batches in stream order)",
                          config.data.length_groups)

@@ -5,7 +5,8 @@ did well, and it keeps drifting the longer it runs. The anchor adds, to the wrap
 
     loss.anchor_weight * similarity_distill_loss(student vectors, base vectors)
 
-over the distinct texts of each batch (dropout copies count once): the student keeps the *relations*
+over the batch's sentences themselves (view 0 of a views objective; otherwise each distinct text once, so
+dropout copies count once): text views add no teacher forward. The student keeps the *relations*
 between sentences that the base gives (their cosine matrix, :mod:`luse.losses.distill`), free in rotation
 and scale, while the contrastive loss adapts it to the domain.
 
@@ -61,7 +62,8 @@ class AnchorObjective:
 
     def loss(self, embeddings: torch.Tensor, batch: dict) -> torch.Tensor:
         loss = self.objective.loss(embeddings, batch)
-        rows = distinct_rows(batch["input_ids"])
+        rows = (self.objective.positive_rows(batch) if hasattr(self.objective, "positive_rows")
+                else distinct_rows(batch["input_ids"]))
         inputs = {k: batch[k].index_select(0, rows).to(embeddings.device) for k in MODEL_INPUTS if k in batch}
         with torch.no_grad(), self._autocast():
             target = self.base(**inputs, pooling=self.pooling)

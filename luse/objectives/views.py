@@ -1,8 +1,9 @@
 """Unlabelled sentences, each encoded as several views that are positives of one another (LUSE, SimCSE-unsup).
 
-Each sentence gives ``1 + views.eda + views.generated + views.dropout`` rows: itself, its EDA views,
-its pre-generated paraphrases and copies of itself that differ only by dropout. The loss is fixed
-when the objective is built: ``loss.name=simcse_unsup`` (exactly 2 views) or ``luse`` (any number).
+Each sentence gives ``1 + views.eda + views.generated + views.repeat + views.dropout`` rows: itself, its EDA
+views, its pre-generated paraphrases, its word-repetition views (ESimCSE) and copies of itself that differ
+only by dropout. The loss is fixed when the objective is built: ``loss.name=simcse_unsup`` (exactly 2 views)
+or ``luse`` (any number).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from functools import partial
 
 import torch
 
+from luse.augment.repetition import repetition_views
 from luse.config import LossConfig, TrainConfig, ViewsConfig
 from luse.losses import luse_loss, simcse_unsup_loss
 from luse.objectives.anchor import with_anchor
@@ -23,10 +25,11 @@ Augmenter = Callable[[str, int, random.Random], list[str]]
 
 
 class ViewsObjective:
-    """Each sentence is encoded ``1 + eda + generated + dropout`` times: the sentence, its EDA
+    """Each sentence is encoded ``1 + eda + generated + repeat + dropout`` times: the sentence, its EDA
     views, its pre-generated paraphrases (``paraphraser``, e.g.
-    :class:`luse.augment.paraphrases.ParaphraseViews`) and copies of the sentence that differ only by
-    dropout. Rows are sentence-major, so the embeddings reshape to ``[B, V, H]``."""
+    :class:`luse.augment.paraphrases.ParaphraseViews`), its word-repetition views
+    (:mod:`luse.augment.repetition`) and copies of the sentence that differ only by dropout. Rows are
+    sentence-major, so the embeddings reshape to ``[B, V, H]``."""
 
     def __init__(self, tokenizer, max_length: int, views: ViewsConfig, loss: LossConfig,
                  augmenter: Augmenter | None = None, paraphraser: Augmenter | None = None):
@@ -38,9 +41,11 @@ class ViewsObjective:
         self.n_generated, self.paraphraser = views.generated, paraphraser
         if self.n_generated and paraphraser is None:
             raise ValueError("views.generated > 0 needs a paraphraser (views.paraphrases=FILE)")
-        self.num_views = 1 + self.n_eda + self.n_generated + self.n_dropout
+        self.n_repeat = views.repeat
+        self.repeater = repetition_views(views.dup_rate) if views.repeat else None
+        self.num_views = 1 + self.n_eda + self.n_generated + self.n_repeat + self.n_dropout
         if self.num_views < 2:
-            raise ValueError("a views objective needs at least 2 views: set views.dropout or views.eda")
+            raise ValueError("a views objective needs at least 2 views: set views.dropout, views.eda or views.repeat")
         if loss.name == "simcse_unsup":
             if self.num_views != 2:
                 raise ValueError(f"simcse_unsup takes exactly 2 views per sentence, got {self.num_views}; "
@@ -58,6 +63,8 @@ class ViewsObjective:
                 texts.extend(self.augmenter(sentence, self.n_eda, rng))
             if self.n_generated:
                 texts.extend(self.paraphraser(sentence, self.n_generated, rng))
+            if self.n_repeat:
+                texts.extend(self.repeater(sentence, self.n_repeat, rng))
             texts.extend([sentence] * self.n_dropout)
         return tokenize_unique(self.tokenizer, texts, self.max_length)
 
