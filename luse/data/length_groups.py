@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Iterable, Iterator
-from itertools import islice
+from itertools import count, islice
 from typing import Any
 
 
@@ -36,7 +36,7 @@ def length_grouped(items: Iterable, batch_size: int, group: int, seed: int, epoc
     if group <= 1:
         yield from items
         return
-    for index in range(1 << 62):
+    for index in count():
         chunk = list(islice(items, batch_size * group))
         full = len(chunk) // batch_size * batch_size
         # The stream is shuffled, so the leftover (an incomplete batch, dropped downstream) is a random
