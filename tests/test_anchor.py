@@ -109,6 +109,16 @@ def test_hooks_of_the_wrapped_objective_pass_through(tiny_bert):
     assert anchored.state_dict == queue.state_dict and anchored.load_state_dict == queue.load_state_dict
 
 
+def test_an_anchor_around_the_queue_distils_over_the_sentences(tiny_bert):
+    config = load_config(None, ["views.dropout=1", "views.eda=1", "loss.queue_size=4", "loss.anchor_weight=1"])
+    encoder = SentenceEncoder.from_pretrained(str(tiny_bert), pooling="cls", max_length=32)
+    inner = ViewsObjective(encoder.tokenizer, 32, config.views, config.loss, lambda s, n, rng: [s[::-1]][:n])
+    anchored = with_anchor(config.loss, config.model, MomentumObjective(inner, 4, 0.9))
+    batch = inner.collate(SENTENCES[:4], random.Random(0))
+    # The EDA view is a distinct text; the anchor still takes view 0 alone, as it does without the queue.
+    assert anchored.positive_rows(batch).tolist() == [0, 3, 6, 9]
+
+
 def test_declared_pooling_reads_what_the_base_says(tmp_path):
     st = tmp_path / "st"
     (st / "1_Pooling").mkdir(parents=True)

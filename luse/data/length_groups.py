@@ -1,11 +1,12 @@
-"""Batches of similar length: less padding, so more sentences per second at the same batch size.
+"""Batches of similar length: one length band per batch, so length is no cue to the positive.
 
-Batches are padded to their longest row, and a random batch of short sentences is mostly padding (how much,
-and what grouping buys at equal wall-clock: ``benchmarks/results/domains_selection.md``). Grouping reads
+In a random batch a sentence's dropout copy is the one row with exactly its length, so the contrastive loss can
+find positives by length alone; in a band it cannot (what this buys on validation:
+``benchmarks/results/domains_selection.md``). It also trims padding, which matters little where
+:mod:`luse.model.fastpath` already computes real tokens only. Grouping reads
 ``group`` global batches of the (already shuffled) stream at a time, sorts them by length, cuts them into
 global batches again and shuffles the order of those, so each batch holds sentences of one length band
-and the bands still come in random order. In-batch negatives then share their positive's length, which also
-takes away length as a cue the contrastive loss could lean on.
+and the bands still come in random order.
 
 Deterministic for a given (seed, epoch), so a resumed run, which skips raw items of this same order,
 sees exactly the batches the uninterrupted run saw.

@@ -23,7 +23,7 @@ import copy
 import torch
 
 from luse.losses.distill import similarity_distill_loss
-from luse.objectives.base import MODEL_INPUTS
+from luse.objectives.base import select_rows
 
 #: Hooks of the wrapped objective that the anchor passes through unchanged.
 PASSED_THROUGH = ("after_optimizer_step", "state_dict", "load_state_dict", "positive_rows")
@@ -64,7 +64,7 @@ class AnchorObjective:
         loss = self.objective.loss(embeddings, batch)
         rows = (self.objective.positive_rows(batch) if hasattr(self.objective, "positive_rows")
                 else distinct_rows(batch["input_ids"]))
-        inputs = {k: batch[k].index_select(0, rows).to(embeddings.device) for k in MODEL_INPUTS if k in batch}
+        inputs = select_rows(batch, rows, embeddings.device)
         with torch.no_grad(), self._autocast():
             target = self.base(**inputs, pooling=self.pooling)
         student = embeddings.index_select(0, rows.to(embeddings.device))

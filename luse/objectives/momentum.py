@@ -38,7 +38,7 @@ import torch
 from luse.config import LossConfig
 from luse.errors import InputError
 from luse.losses.distributed import gather_with_grad
-from luse.objectives.base import MODEL_INPUTS
+from luse.objectives.base import select_rows
 
 
 class MomentumQueue:
@@ -114,6 +114,7 @@ class MomentumObjective:
         self.objective = objective
         # The inner objective's own method: DataLoader workers get it without the momentum encoder.
         self.collate = objective.collate
+        self.positive_rows = objective.positive_rows  # an anchor around the queue distils over the same rows
         self.queue = MomentumQueue(size, momentum)
         self.pending: list[torch.Tensor] = []  # keys of this step's micro-batches, gathered, not yet queued
         self._accelerator = None
@@ -125,7 +126,7 @@ class MomentumObjective:
     def loss(self, embeddings: torch.Tensor, batch: dict) -> torch.Tensor:
         loss = self.objective.loss(embeddings, batch, extra_negatives=self.queue.negatives())
         rows = self.objective.positive_rows(batch)
-        inputs = {k: batch[k].index_select(0, rows).to(embeddings.device) for k in MODEL_INPUTS if k in batch}
+        inputs = select_rows(batch, rows, embeddings.device)
         with self._accelerator.autocast():
             keys = self.queue.encode(inputs)
         # Gathered now (every process runs loss() at the same micro-steps), so the pending keys and
