@@ -43,6 +43,7 @@ from typing import IO, Any, TypeVar
 
 import numpy as np
 
+from luse.data.seeding import stable_seed
 from luse.data.skips import LINES, SENTENCES, SkipCounter
 from luse.data.splitter import split_sentences, strip_pos_tags
 from luse.errors import InputError
@@ -583,8 +584,7 @@ def _shuffled(items: Iterable[T], size: int, rng: random.Random) -> Iterator[T]:
 
 def epoch_seed(seed: int, epoch: int, purpose: str = "shuffle") -> int:
     """A 64-bit seed for one (seed, epoch, purpose), independent of Python's hash salt."""
-    digest = hashlib.blake2b(f"{seed}:{epoch}:{purpose}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little")
+    return stable_seed(seed, epoch, purpose)
 
 
 # --- the entry point -----------------------------------------------------------------------

@@ -14,11 +14,11 @@ sees exactly the batches the uninterrupted run saw.
 
 from __future__ import annotations
 
-import hashlib
-import random
 from collections.abc import Iterable, Iterator
 from itertools import count, islice
 from typing import Any
+
+from luse.data.seeding import stable_rng
 
 
 def item_length(item: Any) -> int:
@@ -44,14 +44,10 @@ def length_grouped(items: Iterable, batch_size: int, group: int, seed: int, epoc
         # sample, not the longest sentences.
         ordered = sorted(chunk[:full], key=item_length)
         blocks = [ordered[start:start + batch_size] for start in range(0, full, batch_size)]
-        _rng(seed, epoch, index).shuffle(blocks)
+        stable_rng("length", seed, epoch, index).shuffle(blocks)
         for block in blocks:
             yield from block
         yield from chunk[full:]
         if len(chunk) < batch_size * group:
             return
 
-
-def _rng(seed: int, epoch: int, index: int) -> random.Random:
-    digest = hashlib.blake2b(f"length:{seed}:{epoch}:{index}".encode(), digest_size=8).digest()
-    return random.Random(int.from_bytes(digest, "little"))

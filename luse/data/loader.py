@@ -19,7 +19,6 @@ lines at the end with any number of workers.
 
 from __future__ import annotations
 
-import hashlib
 import random
 import signal
 from collections.abc import Callable, Iterable, Iterator
@@ -30,6 +29,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from luse.data.length_groups import length_grouped
+from luse.data.seeding import stable_rng
 from luse.data.skips import EpochSkips
 
 _SKIPS = "_luse_skips"  # a worker's SkipCounter riding along with a batch
@@ -38,8 +38,7 @@ _READ_TO_END = "_luse_read_to_end"  # the item a worker sends after its stream e
 
 def batch_rng(seed: int, epoch: int, index: int, rank: int) -> random.Random:
     """A random generator private to one batch (independent of worker count and of Python's hash salt)."""
-    digest = hashlib.blake2b(f"{seed}:{epoch}:{index}:{rank}".encode(), digest_size=8).digest()
-    return random.Random(int.from_bytes(digest, "little"))
+    return stable_rng(seed, epoch, index, rank)
 
 
 class BatchStream(IterableDataset):
