@@ -91,6 +91,9 @@ class LossConfig:
     # ("auto": the pooling the base was trained with, as its files declare; else model.pooling).
     anchor_weight: float = 0.0
     anchor_pooling: str = "auto"
+    # > 0: the anchor distils over this many of each step's sentences per process (evenly spaced through the
+    # batch), so the frozen base encodes only those; 0: every sentence.
+    anchor_sentences: int = 0
 
 
 @dataclass
@@ -378,6 +381,9 @@ def validate(config: TrainConfig) -> None:
                          f"queue_size={config.loss.queue_size} momentum={config.loss.momentum}")
     if config.loss.anchor_weight < 0:
         raise InputError("config", "loss.anchor_weight >= 0 (0: no anchor)", config.loss.anchor_weight)
+    if config.loss.anchor_sentences < 0:
+        raise InputError("config", "loss.anchor_sentences >= 0 (0: every sentence of the batch)",
+                         config.loss.anchor_sentences)
     distill = config.distill
     if distill.student_layers < 0:
         raise InputError("config", "distill.student_layers >= 0", distill.student_layers)

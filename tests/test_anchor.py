@@ -58,13 +58,13 @@ def naive_distill(student, teacher, weight):
     return weight * total / n**2
 
 
-@pytest.mark.parametrize("eda", [0, 2])
-def test_loss_is_the_inner_loss_plus_distillation_over_the_sentences(tiny_bert, eda):
+@pytest.mark.parametrize(("eda", "sentences"), [(0, 0), (2, 0), (0, 2), (0, 3), (0, 9)])
+def test_loss_is_the_inner_loss_plus_distillation_over_the_sentences(tiny_bert, eda, sentences):
     config = load_config(None, ["views.dropout=2", f"views.eda={eda}", "loss.anchor_weight=7"])
     encoder = SentenceEncoder.from_pretrained(str(tiny_bert), pooling="cls", max_length=32)
     augmenter = (lambda s, n, rng: [s[::-1], s + "。"][:n]) if eda else None
     inner = ViewsObjective(encoder.tokenizer, 32, config.views, config.loss, augmenter)
-    objective = AnchorObjective(inner, 7.0, pooling="mean")
+    objective = AnchorObjective(inner, 7.0, pooling="mean", sentences=sentences)
     objective.setup(CpuAccelerator(), encoder)
     batch = inner.collate(SENTENCES[:4], random.Random(0))
     inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
@@ -74,6 +74,8 @@ def test_loss_is_the_inner_loss_plus_distillation_over_the_sentences(tiny_bert, 
 
     views = inner.num_views
     distinct = [b * views for b in range(4)]  # view 0, the sentence: text views add no teacher forward
+    # anchor_sentences=k: k of them, evenly spaced from the first (more than the batch has: all of them)
+    distinct = {2: distinct[0::2], 3: distinct[:3]}.get(sentences, distinct)
     with torch.no_grad():
         base = SentenceEncoder.from_pretrained(str(tiny_bert), pooling="cls", max_length=32).eval()
         teacher = base(**{k: v[distinct] for k, v in inputs.items()}, pooling="mean")
@@ -143,3 +145,5 @@ def test_config_checks_the_anchor_keys():
         load_config(None, ["loss.anchor_weight=-1"])
     with pytest.raises(InputError, match="anchor_pooling"):
         load_config(None, ["loss.anchor_pooling=max"])
+    with pytest.raises(InputError, match="anchor_sentences"):
+        load_config(None, ["loss.anchor_sentences=-1"])

@@ -6,7 +6,10 @@ did well, and it keeps drifting the longer it runs. The anchor adds, to the wrap
     loss.anchor_weight * similarity_distill_loss(student vectors, base vectors)
 
 over the batch's sentences themselves (view 0 of a views objective; otherwise each distinct text once, so
-dropout copies count once): text views add no teacher forward. The student keeps the *relations*
+dropout copies count once): text views add no teacher forward. With ``sentences=k`` it distils over k of
+them, evenly spaced through the batch (batches of one length band are sorted by length, so the k span it):
+the teacher's forward is the anchor's cost, and a k x k cosine matrix is still an unbiased sample of the
+batch's (what it costs and buys: ``benchmarks/results/default_speed.md``, ``domains_selection.md``). The student keeps the *relations*
 between sentences that the base gives (their cosine matrix, :mod:`luse.losses.distill`), free in rotation
 and scale, while the contrastive loss adapts it to the domain.
 
@@ -37,14 +40,21 @@ def distinct_rows(input_ids: torch.Tensor) -> torch.Tensor:
     return first.sort().values
 
 
+def evenly_spaced(rows: torch.Tensor, count: int) -> torch.Tensor:
+    """``count`` of ``rows``, spread evenly from the first on (all of them when ``count`` is 0 or too many)."""
+    if count <= 0 or count >= len(rows):
+        return rows
+    return rows[torch.arange(count) * len(rows) // count]
+
+
 class AnchorObjective:
     """``objective``'s loss plus ``weight`` x similarity distillation toward a frozen copy of the model
     as it is at :meth:`setup` (the base: setup runs before a resumed run loads its checkpoint)."""
 
-    def __init__(self, objective, weight: float, pooling: str):
+    def __init__(self, objective, weight: float, pooling: str, sentences: int = 0):
         if weight <= 0:
             raise ValueError(f"anchor weight must be > 0, got {weight}")
-        self.objective, self.weight, self.pooling = objective, weight, pooling
+        self.objective, self.weight, self.pooling, self.sentences = objective, weight, pooling, sentences
         self.collate = objective.collate  # workers get the inner method, not the teacher
         for name in PASSED_THROUGH:
             if hasattr(objective, name):
@@ -64,6 +74,7 @@ class AnchorObjective:
         loss = self.objective.loss(embeddings, batch)
         rows = (self.objective.positive_rows(batch) if hasattr(self.objective, "positive_rows")
                 else distinct_rows(batch["input_ids"]))
+        rows = evenly_spaced(rows, self.sentences)
         inputs = select_rows(batch, rows, embeddings.device)
         with torch.no_grad(), self._autocast():
             target = self.base(**inputs, pooling=self.pooling)
@@ -81,4 +92,4 @@ def with_anchor(loss_config, model_config, objective):
     pooling = loss_config.anchor_pooling
     if pooling == "auto":
         pooling = declared_pooling(resolve_model(model_config.name_or_path), model_config.pooling)
-    return AnchorObjective(objective, loss_config.anchor_weight, pooling)
+    return AnchorObjective(objective, loss_config.anchor_weight, pooling, loss_config.anchor_sentences)
