@@ -39,6 +39,8 @@ ROWS = {
               LUSE_ROWS["luse_pretrain_v0"][1]),
     "cls_anchor100": ("session 7's defaults: 2 views of 64 sentences, CLS, anchor 100", LUSE_ROWS["luse_pretrain_v1"][1]),
     "today": ("today's pretrain_luse.yaml", LUSE_ROWS["luse_pretrain"][1]),
+    "anchor_every_sentence": ("today's with the anchor over all 64 sentences of a step (session 9's defaults)",
+                              ["loss.anchor_sentences=0"]),
     "no_anchor": ("today's without the anchor (what the anchor costs)", ["loss.anchor_weight=0"]),
 }
 
