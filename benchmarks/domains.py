@@ -43,7 +43,9 @@ Run::
         --row "mine=pretrain_luse:loss.anchor_weight=30,views.eda=0"   # a candidate, scored on dev only
 
 ``--threads N`` pins every row to N threads (two single-thread runs can then share a 2-core machine
-without oversubscription); ``--budget S`` reuses a peer time measured earlier instead of training the peer.
+without oversubscription); ``--budget S`` reuses a peer time measured earlier instead of training the peer, and
+``--peers-from RESULTS.json`` takes each domain's base and peer rows, and so its budget, from an earlier run
+(to rerun luse rows after a change of defaults without training the peers again).
 
 Results: ``benchmarks/results/domains.{md,json,png}`` (``--results-name`` to write elsewhere).
 """
@@ -321,7 +323,7 @@ LUSE_ROWS: dict[str, tuple[str, list[str]]] = {
     "luse_simcse": ("simcse_unsup", []),
     # pretrain_luse's defaults of session 7: CLS trained and served, 2 views, the anchor
     "luse_pretrain_v1": ("pretrain_luse", ["model.pooling=cls", "model.export_as_cls=false",
-                                           "loss.anchor_weight=100"]),
+                                           "loss.anchor_weight=100", "loss.anchor_sentences=0"]),
     # pretrain_luse's defaults before the anchor (session 6): the seed's 9 views, pooler, no anchor
     "luse_pretrain_v0": ("pretrain_luse", ["model.pooling=pooler", "model.export_as_cls=false", "views.eda=4",
                                            "views.dropout=4", "batch_size=16", "loss.anchor_weight=0"]),
@@ -417,6 +419,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--peer-steps", type=int, default=150)
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for every row (default: all cores)")
     parser.add_argument("--budget", type=float, default=None, help="seconds; default: the fastest peer's time")
+    parser.add_argument("--peers-from", type=Path, default=None, metavar="JSON",
+                        help="base and peer rows (and so the budget) of each domain from an earlier results file")
     parser.add_argument("--calibration-steps", type=int, default=20)
     parser.add_argument("--no-double", dest="double", action="store_false")
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
@@ -459,17 +463,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         folder.mkdir(parents=True, exist_ok=True)
         corpus = folder / "corpus.txt"
         corpus.write_text("\n".join(t.replace("\n", " ") for t in domain.corpus) + "\n", encoding="utf-8")
-        rows: dict = {}
-        if "base" in args.rows:
+        rows: dict = earlier_rows(args.peers_from, domain.name)
+        if "base" in args.rows and "base" not in rows:
             rows["base"] = {"scores": score_dir(resolve_model(domain.base), domain, ["cls", "pooler", "mean"])}
             print("  base", rows["base"]["scores"], flush=True)
-        budget = args.budget
+        earlier_peers = [r["train_seconds"] for k, r in rows.items() if k.startswith("peer") and "train_seconds" in r]
+        budget = min(filter(None, [args.budget, *earlier_peers]), default=None)
         snapshots = sorted({max(1, args.peer_steps // 4), args.peer_steps // 2, args.peer_steps})
         for row, bf16 in (("peer_fp32", False), ("peer_bf16", True)):
             if row in args.rows and bf16 and not native_bf16():
                 rows[row] = {"skipped": "this CPU has no native bf16 (emulated bf16 is many times slower)"}
                 print(f"  {row}: skipped, no native bf16 on this CPU", flush=True)
-            elif row in args.rows:
+            elif row in args.rows and row not in rows:
                 peer = train_peer(domain, args.peer_steps, bf16, folder / row, snapshots)
                 last = peer["points"][-1][2]
                 rows[row] = {"steps": args.peer_steps, "train_seconds": peer["seconds"],
@@ -499,6 +504,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         plot(data, RESULTS_DIR / f"{args.results_name}.png")
     print(render(data))
     return 0
+
+
+def earlier_rows(results: Path | None, domain: str) -> dict:
+    """The base and peer rows of ``domain`` in an earlier results file (none without one)."""
+    if results is None:
+        return {}
+    domains = json.loads(results.read_text(encoding="utf-8"))["domains"]
+    if domain not in domains:
+        raise SystemExit(f"{results}: no domain {domain!r} (it has {', '.join(domains)})")
+    return {k: r for k, r in domains[domain]["rows"].items() if k == "base" or k.startswith("peer")}
 
 
 def merge(files: Sequence[Path], name: str) -> int:
@@ -554,7 +569,8 @@ def _verdicts(rows: dict) -> list[str]:
     out = []
     for split in ("dev", "test"):
         ours = headline(luse, split)
-        peers = [headline(r, split) for k, r in rows.items() if k.startswith("peer") and "scores" in r]
+        peers = [headline(r, split) for k, r in rows.items()
+                 if (k.startswith("peer") or k == "reference") and "scores" in r]
         peers = [p for p in peers if p is not None]
         base = rows.get("base", {}).get("scores", {}).get(split)
         if ours is None or not peers:
