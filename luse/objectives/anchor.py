@@ -8,8 +8,8 @@ did well, and it keeps drifting the longer it runs. The anchor adds, to the wrap
 over the batch's sentences themselves (view 0 of a views objective; otherwise each distinct text once, so
 dropout copies count once): text views add no teacher forward. With ``sentences=k`` it distils over k of
 them, evenly spaced through the batch (batches of one length band are sorted by length, so the k span it):
-the teacher's forward is the anchor's cost, and a k x k cosine matrix is still an unbiased sample of the
-batch's (what it costs and buys: ``benchmarks/results/default_speed.md``, ``domains_selection.md``). The student keeps the *relations*
+the teacher's forward is the anchor's cost (what fewer sentences save and lose:
+``benchmarks/results/default_speed.md``, ``domains_selection.md``). The student keeps the *relations*
 between sentences that the base gives (their cosine matrix, :mod:`luse.losses.distill`), free in rotation
 and scale, while the contrastive loss adapts it to the domain.
 
