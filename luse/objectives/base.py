@@ -15,12 +15,12 @@ from typing import Any, Protocol
 import torch
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+"""The batch keys the model reads; an objective may add its own (scores, columns, texts ...)."""
 
 
 def select_rows(batch: dict, rows: torch.Tensor, device) -> dict[str, torch.Tensor]:
     """The model inputs of ``batch``'s ``rows`` on ``device`` (what a frozen or momentum copy encodes)."""
     return {k: batch[k].index_select(0, rows).to(device) for k in MODEL_INPUTS if k in batch}
-"""The batch keys the model reads; an objective may add its own (scores, columns, texts ...)."""
 
 
 class Objective(Protocol):
