@@ -44,8 +44,9 @@ Run::
 
 ``--threads N`` pins every row to N threads (two single-thread runs can then share a 2-core machine
 without oversubscription); ``--budget S`` reuses a peer time measured earlier instead of training the peer, and
-``--peers-from RESULTS.json`` takes each domain's base and peer rows, and so its budget, from an earlier run
-(to rerun luse rows after a change of defaults without training the peers again).
+``--peers-from RESULTS.json`` takes each domain's base, peer and reference-loop rows, and so its budget, from an
+earlier run (to rerun luse rows after a change of defaults without training the peers again; ``--rows reference``
+reruns the reference loop).
 
 Results: ``benchmarks/results/domains.{md,json,png}`` (``--results-name`` to write elsewhere).
 """
@@ -420,7 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for every row (default: all cores)")
     parser.add_argument("--budget", type=float, default=None, help="seconds; default: the fastest peer's time")
     parser.add_argument("--peers-from", type=Path, default=None, metavar="JSON",
-                        help="base and peer rows (and so the budget) of each domain from an earlier results file")
+                        help="base, peer and reference rows (and so the budget) of each domain from an earlier results file")
     parser.add_argument("--calibration-steps", type=int, default=20)
     parser.add_argument("--no-double", dest="double", action="store_false")
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
@@ -507,13 +508,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def earlier_rows(results: Path | None, domain: str) -> dict:
-    """The base and peer rows of ``domain`` in an earlier results file (none without one)."""
+    """The base, peer and reference-loop rows of ``domain`` in an earlier results file (none without one):
+    the rows a rerun of luse's rows compares against."""
     if results is None:
         return {}
     domains = json.loads(results.read_text(encoding="utf-8"))["domains"]
     if domain not in domains:
         raise SystemExit(f"{results}: no domain {domain!r} (it has {', '.join(domains)})")
-    return {k: r for k, r in domains[domain]["rows"].items() if k == "base" or k.startswith("peer")}
+    return {k: r for k, r in domains[domain]["rows"].items() if k in ("base", "reference") or k.startswith("peer")}
 
 
 def merge(files: Sequence[Path], name: str) -> int:
