@@ -1,9 +1,10 @@
 """A candidate tried for issue 15 and not adopted: corpus nearest neighbours as positives.
 
-Each sentence of a corpus file (one per line) gets, as its one "paraphrase", its *mutual* nearest
+Each sentence of a corpus gets, as its one "paraphrase", its *mutual* nearest
 neighbour under the base encoder (cosine of the vectors in ``--pooling``; mutual: each is the
 other's nearest), or none. The output is the ``{"text", "views"}`` jsonl that ``views.paraphrases``
-reads, so a run trains on it with no new code::
+reads, so a run trains on it with no new code. The sentences are the ones the recipe trains on (its
+``sentence_stream`` at the default ``data`` settings: split, filtered, de-duplicated), so every lookup hits::
 
     python benchmarks/neighbour_views.py CORPUS.txt OUT.jsonl --base m3e-small
     python recipes/pretrain_luse.py data.corpus=[CORPUS.txt] views.dropout=0 views.generated=1 \\
@@ -39,17 +40,20 @@ def mutual_nearest(vectors: torch.Tensor) -> torch.Tensor:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("corpus", type=Path, help="one sentence per line")
+    parser.add_argument("corpus", type=Path, help="a corpus file, as data.corpus reads it")
     parser.add_argument("out", type=Path, help="jsonl for views.paraphrases")
     parser.add_argument("--base", default="m3e-small")
     parser.add_argument("--pooling", default="mean", help="the pooling the base was trained with (default mean)")
     parser.add_argument("--max-length", type=int, default=64)
     args = parser.parse_args(argv)
 
+    from luse.config import DataConfig
+    from luse.data.corpus import sentence_stream
     from luse.model.encoder import SentenceEncoder
 
-    lines = args.corpus.read_text(encoding="utf-8").splitlines()
-    texts = list(dict.fromkeys(line.strip() for line in lines if line.strip()))
+    data = DataConfig()  # the recipe's defaults, read in corpus order
+    texts = list(sentence_stream(str(args.corpus), shuffle_buffer_size=0, split=data.split_sentences,
+                                 min_chars=data.min_chars, max_chars=data.max_chars, dedup=data.dedup))
     encoder = SentenceEncoder.from_pretrained(args.base, pooling=args.pooling, max_length=args.max_length)
     vectors = torch.from_numpy(encoder.encode(texts, batch_size=128, normalize=True, show_progress=True))
     partner = mutual_nearest(vectors).tolist()
