@@ -100,3 +100,46 @@ def test_skip_counts_reach_the_main_process_with_any_number_of_workers(tmp_path,
         logger.removeHandler(caplog.handler)
         logger.propagate = propagate
     assert [r.getMessage() for r in caplog.records] == [f"data (one full pass over data.corpus): {expected}"]
+
+
+@pytest.mark.parametrize("num_workers", [0, 1, 2, 3])
+@pytest.mark.parametrize("skip", [0, 4, 5])
+def test_all_epochs_is_the_epochs_one_after_another(num_workers, skip):
+    """One stream over every epoch gives the per-epoch streams' batches in order, with any number of workers
+    (13 batches an epoch: workers with a turn fewer send fillers at each boundary) and a resumed first epoch."""
+    stream = BatchStream(make_items, collate, batch_size=4, seed=3, epoch=1, skip_batches=skip, all_epochs=True)
+    loader = make_loader(stream, num_workers)
+    got, epochs = [], []
+    for batch in loader:
+        got.append((batch["batch_index"], batch["items"], batch["draw"]))
+        epochs.append(loader.epoch)
+        if len(got) == 3 * 13 - skip:
+            break
+    expected = _run(epoch=1, skip=skip) + _run(epoch=2) + _run(epoch=3)
+    assert got == expected
+    assert epochs == [1] * (13 - skip) + [2] * 13 + [3] * 13
+
+
+def test_the_training_loop_forks_its_data_workers_once_for_every_epoch():
+    """A worker forked per epoch is a copy of the trainer as it has grown by then (the SOHU out-of-memory kills):
+    the loop's batches come from one worker process however many epochs it runs, and its epoch counters follow."""
+    import os
+    from types import SimpleNamespace
+
+    from luse.config import load_config
+    from luse.train.checkpoint import TrainState
+    from luse.train.loop import batches
+
+    config = load_config(None, ["batch_size=4", "data.num_workers=1", "data.length_groups=0"])
+    state = TrainState()
+    run = SimpleNamespace(config=config, state=state,
+                          accelerator=SimpleNamespace(process_index=0, num_processes=1))
+    objective = SimpleNamespace(collate=lambda items, rng: {"items": list(items), "pid": os.getpid()})
+    seen = []
+    for batch in batches(run, objective, lambda epoch: iter([f"e{epoch}s{i}" for i in range(13)])):  # 3 an epoch
+        seen.append((batch["pid"], batch["items"][0][:2], state.epoch, state.batches_in_epoch))
+        if len(seen) == 10:
+            break
+    assert len({pid for pid, *_ in seen}) == 1 and seen[0][0] != os.getpid()
+    assert [(first, epoch, n) for _, first, epoch, n in seen] == [
+        (f"e{e}", e, n) for e in range(4) for n in (1, 2, 3)][:10]

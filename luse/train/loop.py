@@ -280,24 +280,23 @@ def _read_report(make_items) -> str | None:
 def batches(run: Run, objective: Objective, make_items: Callable[[int], Iterable]) -> Iterator[dict]:
     """This process's share of the global batches, epoch after epoch for as long as the caller takes
     them, from the resumed position on; ``run.state.epoch`` and ``batches_in_epoch`` follow along, so
-    a checkpoint taken between two batches resumes with the next one."""
+    a checkpoint taken between two batches resumes with the next one. One DataLoader (one set of workers,
+    forked once while the trainer is small) serves every epoch."""
     config, state, accelerator = run.config, run.state, run.accelerator
-    while True:
-        stream = BatchStream(make_items, objective.collate, batch_size=config.batch_size,
-                             rank=accelerator.process_index, world_size=accelerator.num_processes,
-                             seed=config.seed, epoch=state.epoch, skip_batches=state.batches_in_epoch,
-                             length_groups=config.data.length_groups)
-        took_any = False
-        for batch in make_loader(stream, config.data.num_workers):
-            took_any = True
-            state.batches_in_epoch += 1
-            yield batch
-        if not took_any and state.batches_in_epoch == 0:
-            raise InputError(_data_name(config), f"at least one complete batch of "
-                             f"{config.batch_size * accelerator.num_processes} items in epoch {state.epoch}",
-                             got="none", hint="lower batch_size or check data.corpus")
-        state.epoch += 1
-        state.batches_in_epoch = 0
+    stream = BatchStream(make_items, objective.collate, batch_size=config.batch_size,
+                         rank=accelerator.process_index, world_size=accelerator.num_processes,
+                         seed=config.seed, epoch=state.epoch, skip_batches=state.batches_in_epoch,
+                         length_groups=config.data.length_groups, all_epochs=True)
+    loader = make_loader(stream, config.data.num_workers)
+    for batch in loader:
+        if loader.epoch != state.epoch:
+            state.epoch, state.batches_in_epoch = loader.epoch, 0
+        state.batches_in_epoch += 1
+        yield batch
+    # The stream ends only at an epoch without one complete batch.
+    raise InputError(_data_name(config), f"at least one complete batch of "
+                     f"{config.batch_size * accelerator.num_processes} items in an epoch",
+                     got="none", hint="lower batch_size or check data.corpus")
 
 
 def skip_or_stop(config: TrainConfig, state: TrainState) -> None:
