@@ -13,7 +13,7 @@ With ``all_epochs`` the stream goes on from one epoch to the next, so one DataLo
 serves the whole run. A worker forked per epoch would be forked from a training process that has grown by then
 (activations, optimizer state): every page the trainer then writes is copied for the worker, so each epoch's fork
 held a second copy of the trainer's memory (the out-of-memory kills on SOHU's small corpora, many epochs a run:
-``benchmarks/results/domains.md``). Every worker yields the same number of items per epoch (a filler where it
+``benchmarks/results/run_memory.md``). Every worker yields the same number of items per epoch (a filler where it
 built one batch fewer), so PyTorch's round-robin collection keeps the order across epoch boundaries.
 
 What a worker's reader skipped would stay in the worker: when ``make_items`` keeps its counts in
