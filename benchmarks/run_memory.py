@@ -29,13 +29,7 @@ from common import ROOT
 
 def pss_kib(pid: int) -> int:
     """The process's proportional set size, 0 once it has gone."""
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 0
+    return common._read_proc(f"/proc/{pid}/smaps_rollup").get("Pss", 0)
 
 
 def children(pid: int) -> list[int]:

@@ -28,9 +28,8 @@ def domains():
         sys.path.remove(str(BENCHMARKS))
 
 
-def tiny_overrides(threads=1):
-    return ["batch_size=4", "data.min_chars=2", "data.shuffle_buffer=4", "model.max_length=16",
-            "eval.every=0", "data.num_workers=0", f"threads={threads}"]
+TINY = ["batch_size=4", "data.min_chars=2", "data.shuffle_buffer=4", "model.max_length=16", "eval.every=0",
+        "data.num_workers=0", "threads=1"]
 
 
 def test_a_killed_run_resumes_from_its_last_checkpoint(domains, tiny_bert, tmp_path, monkeypatch):
@@ -52,12 +51,12 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(domains, tiny_bert, tmp_p
         return subprocess.CompletedProcess(command, -9)
 
     monkeypatch.setattr(domains.subprocess, "run", killed_after_step_2)
-    result = domains.run_luse("pretrain_luse", tiny_overrides(), corpus, str(tiny_bert), 4, out, save_every=1)
+    result = domains.run_luse("pretrain_luse", TINY, corpus, str(tiny_bert), 4, out, save_every=1)
     assert len(calls) == 2 and "resume=latest" not in calls[0] and calls[1][-1] == "resume=latest"
     assert result["killed"] == [-9] and result["train_seconds"] is None  # the time of the killed part is unknown
     info = json.loads((out / "final" / "luse.json").read_text(encoding="utf-8"))
     assert info.get("metadata", info)["step"] == 4
-    assert "resuming" not in result["command"]
+    assert "resume=latest" not in result["command"]  # the command a user reruns is the run's own
 
 
 def test_a_run_that_fails_on_its_own_is_not_retried(domains, tiny_bert, tmp_path, monkeypatch):

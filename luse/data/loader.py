@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import random
 import signal
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from itertools import islice
 from typing import Any
 
@@ -75,24 +75,22 @@ class BatchStream(IterableDataset):
         skips = skips if isinstance(skips, EpochSkips) else None
         epoch, skip = self.epoch, self.skip_batches
         while True:
-            complete = []  # filled by _batches: the epoch's number of complete batches
-            for batch in self._batches(epoch, skip, worker, workers, complete):
-                if skips is not None:
-                    batch[_SKIPS] = skips.get(epoch)
-                batch[_EPOCH] = epoch
-                yield batch
+            complete = yield from self._batches(epoch, skip, worker, workers, skips)
             # Batch skip + b is built by worker b % workers: one with a turn fewer sends a filler, so every
             # worker sends as many items per epoch and the next epoch starts again at worker 0.
-            turns = max(0, complete[0] - skip) % workers
+            turns = max(0, complete - skip) % workers
             if turns and worker >= turns:
                 yield {_FILLER: True, _EPOCH: epoch}
             if skips is not None and epoch in skips:  # read to the end: the whole pass's counts
                 yield {_SKIPS: skips[epoch], _READ_TO_END: True, _EPOCH: epoch}
-            if not self.all_epochs or complete[0] == 0:
+            if not self.all_epochs or complete == 0:
                 return
             epoch, skip = epoch + 1, 0
 
-    def _batches(self, epoch: int, skip: int, worker: int, workers: int, complete: list) -> Iterator[dict[str, Any]]:
+    def _batches(self, epoch: int, skip: int, worker: int, workers: int,
+                 skips: EpochSkips | None) -> Generator[dict[str, Any], None, int]:
+        """This worker's batches of ``epoch``, each with its epoch (and the worker's skip counts so far);
+        returns the epoch's number of complete batches."""
         global_size = self.batch_size * self.world_size
         items = length_grouped(self.make_items(epoch), global_size, self.length_groups, self.seed, epoch)
         index = 0
@@ -109,10 +107,12 @@ class BatchStream(IterableDataset):
                 break
             local = chunk[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
             batch = self.collate(local, batch_rng(self.seed, epoch, index, self.rank))
-            batch["batch_index"] = index
+            batch["batch_index"], batch[_EPOCH] = index, epoch
+            if skips is not None:
+                batch[_SKIPS] = skips.get(epoch)
             yield batch
             index += 1
-        complete.append(index)
+        return index
 
 
 class Loader:
