@@ -1,3 +1,4 @@
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -54,3 +55,12 @@ def recipe_main(name: str):
     import runpy
 
     return runpy.run_path(str(REPO / "recipes" / f"{name}.py"))["main"]
+
+
+def benchmark_module(name: str):
+    """``benchmarks/NAME.py`` imported as module ``NAME``: the scripts import their sibling ``common.py``,
+    and dataclasses look their module up in ``sys.modules``, so they are imported, not exec'd by path."""
+    folder = str(REPO / "benchmarks")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return importlib.import_module(name)

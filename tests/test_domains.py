@@ -1,31 +1,19 @@
 """benchmarks/domains.py: a luse row whose run is killed from outside resumes instead of losing the domain."""
 
-import importlib.util
 import json
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from conftest import benchmark_module
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SENTENCES = ["今天天气很好我们去公园散步", "他在图书馆里安静地看书", "这家餐厅的菜味道非常不错", "我明天要坐火车去北京出差",
              "孩子们在操场上踢足球", "她每天早上都喝一杯咖啡", "这本小说的结局让人意外", "银行今天下午三点关门"]
 
 
 @pytest.fixture(scope="module")
 def domains():
-    sys.path.insert(0, str(BENCHMARKS))  # domains.py imports its sibling common.py
-    try:
-        spec = importlib.util.spec_from_file_location("domains", BENCHMARKS / "domains.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["domains"] = module  # its dataclasses look their module up there
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.modules.pop("domains", None)
-        sys.path.remove(str(BENCHMARKS))
+    return benchmark_module("domains")
 
 
 TINY = ["batch_size=4", "data.min_chars=2", "data.shuffle_buffer=4", "model.max_length=16", "eval.every=0",

@@ -13,11 +13,11 @@ import json
 import os
 import random
 import signal
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import benchmark_module
 from safetensors.torch import load_file
 
 from luse.config import load_config
@@ -29,10 +29,9 @@ from luse.train.signals import RELAY_WINDOW_S, GracefulStop
 from luse.train.step import NonFiniteLossError
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-import faults  # noqa: E402  (benchmarks/faults.py: the kill harness)
 from test_trainer import make_items  # noqa: E402  (96 fixed sentences, reshuffled per epoch)
+
+faults = benchmark_module("faults")  # benchmarks/faults.py: the kill harness
 
 DEFAULTS = {"max_steps": 4, "batch_size": 8, "lr": 1e-3, "save_every": 1, "eval.every": 0, "log_every": 1,
             "report_to": "none", "views.dropout": 1, "views.eda": 0, "model.pooling": "mean"}

@@ -1,15 +1,11 @@
 """benchmarks/neighbour_views.py: the corpus-neighbour positives tried for issue 15 (results/domains_selection.md)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import torch
+from conftest import benchmark_module
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "neighbour_views.py"
-spec = importlib.util.spec_from_file_location("neighbour_views", SCRIPT)
-neighbour_views = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(neighbour_views)
+neighbour_views = benchmark_module("neighbour_views")
 
 
 def naive_mutual(vectors):
