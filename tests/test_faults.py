@@ -19,6 +19,7 @@ import pytest
 import torch
 from conftest import benchmark_module
 from safetensors.torch import load_file
+from test_trainer import make_items  # 96 fixed sentences, reshuffled per epoch
 
 from luse.config import load_config
 from luse.model.encoder import SentenceEncoder
@@ -27,9 +28,6 @@ from luse.train import train
 from luse.train.checkpoint import list_checkpoints, resolve_resume
 from luse.train.signals import RELAY_WINDOW_S, GracefulStop
 from luse.train.step import NonFiniteLossError
-
-REPO = Path(__file__).resolve().parents[1]
-from test_trainer import make_items  # noqa: E402  (96 fixed sentences, reshuffled per epoch)
 
 faults = benchmark_module("faults")  # benchmarks/faults.py: the kill harness
 
