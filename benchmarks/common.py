@@ -75,7 +75,7 @@ def load_average() -> tuple[float, float, float] | None:
 
 
 def memory_total_gib() -> float | None:
-    status = _read_proc("/proc/meminfo")
+    status = read_proc("/proc/meminfo")
     return round(status["MemTotal"] / 2**20, 1) if "MemTotal" in status else None
 
 
@@ -147,7 +147,7 @@ def command_line(argv: Sequence[str] | None = None) -> str:
 
 # --- memory -----------------------------------------------------------------------------------
 
-def _read_proc(path: str) -> dict[str, int]:
+def read_proc(path: str) -> dict[str, int]:
     """``Key: value kB`` lines of a /proc file as ``{key: kibibytes}`` (empty where /proc is absent)."""
     values = {}
     try:
@@ -164,13 +164,13 @@ def _read_proc(path: str) -> dict[str, int]:
 
 def rss_mib() -> float | None:
     """This process's resident set size now, in MiB (None without /proc)."""
-    kib = _read_proc("/proc/self/status").get("VmRSS")
+    kib = read_proc("/proc/self/status").get("VmRSS")
     return None if kib is None else kib / 1024
 
 
 def peak_rss_mib() -> float | None:
     """This process's peak resident set size (``VmHWM``) in MiB (None without /proc)."""
-    kib = _read_proc("/proc/self/status").get("VmHWM")
+    kib = read_proc("/proc/self/status").get("VmHWM")
     return None if kib is None else kib / 1024
 
 

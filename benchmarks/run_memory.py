@@ -29,7 +29,7 @@ from common import ROOT
 
 def pss_kib(pid: int) -> int:
     """The process's proportional set size, 0 once it has gone."""
-    return common._read_proc(f"/proc/{pid}/smaps_rollup").get("Pss", 0)
+    return common.read_proc(f"/proc/{pid}/smaps_rollup").get("Pss", 0)
 
 
 def children(pid: int) -> list[int]:
