@@ -1,4 +1,5 @@
-"""benchmarks/domains.py: a luse row whose run is killed from outside resumes instead of losing the domain."""
+"""benchmarks/domains.py: a luse row whose run is killed from outside resumes instead of losing the domain;
+`--seeds` trains the row again per seed and lists the spread."""
 
 import json
 import shutil
