@@ -1,6 +1,8 @@
 import importlib
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,22 @@ sys.path.insert(0, str(Path(__file__).parent))
 from tiny_models import make_tiny_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+
+# The suite writes tiny models, checkpoints and exports under pytest's temporary folder. On a full disk
+# those writes fail one by one and DataLoader workers can hang, so a CI run dies at its time limit
+# instead of saying why: check the space once, up front. LUSE_TEST_MIN_FREE_MB overrides the floor.
+MIN_FREE_MB = int(os.environ.get("LUSE_TEST_MIN_FREE_MB", "1024"))
+
+
+def pytest_sessionstart(session):
+    basetemp = session.config.option.basetemp
+    where = Path(basetemp).resolve().parent if basetemp else Path(tempfile.gettempdir())
+    while not where.exists():
+        where = where.parent
+    free_mb = shutil.disk_usage(where).free // 2**20
+    if free_mb < MIN_FREE_MB:
+        pytest.exit(f"{where}: {free_mb} MiB free; the tests need {MIN_FREE_MB} MiB "
+                    "(free some space, or point TMPDIR or --basetemp elsewhere)", returncode=3)
 
 
 @pytest.fixture(scope="session")
