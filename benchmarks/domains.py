@@ -460,9 +460,13 @@ def luse_row(domain: Domain, row: str, budget: float, corpus: Path, work: Path, 
         extra = [*overrides, f"seed={seed}"]
         again = run_luse(recipe, extra, corpus, domain.base, steps, work / f"{row}-seed{seed}-N")
         entry = {"seed": seed, "scores": score_dir(again["export"], domain)}
+        if again["killed"]:
+            entry["resumed_after"] = again["killed"]
         if args.double:
             twice = run_luse(recipe, extra, corpus, domain.base, 2 * steps, work / f"{row}-seed{seed}-2N")
             entry["double"] = score_dir(twice["export"], domain)
+            if twice["killed"]:
+                entry["double_resumed_after"] = twice["killed"]
         result.setdefault("seeds", []).append(entry)
     return result
 

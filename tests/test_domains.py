@@ -64,7 +64,8 @@ def test_seeds_train_each_luse_row_again_at_the_same_steps_and_render_the_spread
 
     def fake_run(recipe, overrides, corpus, base, steps, out, save_every=0):
         runs.append((out.name, steps, [o for o in overrides if o.startswith("seed=")]))
-        return {"export": out, "train_seconds": 2.0 * steps, "killed": [], "command": f"recipes/{recipe}.py"}
+        killed = [3] if out.name == "luse_pretrain-seed11-2N" else []  # killed once, resumed from step 3
+        return {"export": out, "train_seconds": 2.0 * steps, "killed": killed, "command": f"recipes/{recipe}.py"}
 
     # a score per run that says which run it was: N runs 80 + seed/100, 2N runs 79 + seed/100
     def fake_score(model_dir, domain, poolings=None):
@@ -81,7 +82,8 @@ def test_seeds_train_each_luse_row_again_at_the_same_steps_and_render_the_spread
                     ("luse_pretrain-seed7-N", 5, ["seed=7"]), ("luse_pretrain-seed7-2N", 10, ["seed=7"]),
                     ("luse_pretrain-seed11-N", 5, ["seed=11"]), ("luse_pretrain-seed11-2N", 10, ["seed=11"])]
     assert row["seeds"] == [{"seed": 7, "scores": {"test": {"cls": 80.07}}, "double": {"test": {"cls": 79.07}}},
-                            {"seed": 11, "scores": {"test": {"cls": 80.11}}, "double": {"test": {"cls": 79.11}}}]
+                            {"seed": 11, "scores": {"test": {"cls": 80.11}}, "double": {"test": {"cls": 79.11}},
+                             "double_resumed_after": [3]}]
     lines = domains._seed_spread({"base": {"scores": {"test": {"cls": 70.0}}}, "luse_pretrain": row})
     assert lines == ["- luse_pretrain over 3 seeds (default, 7, 11), test: N 80.00 / 80.07 / 80.11 (mean 80.06); "
                      "2x time 79.00 / 79.07 / 79.11 (mean 79.06); doubling -1.00 / -1.00 / -1.00 (mean -1.00)"]
