@@ -660,12 +660,16 @@ def _verdicts(rows: dict) -> list[str]:
             best = max((k for k in means if (k.startswith("peer") or k == "reference") and means[k]),
                        key=lambda k: means[k][0], default=None)
             if best:
-                text = (f"- {split}, means over seeds: luse_pretrain {ours:.2f} ({runs} runs), "
-                        f"{ours - means[best][0]:+.2f} against the best peer row ({best}, {means[best][1]} runs)")
+                text = (f"- {split}, means over seeds: luse_pretrain {ours:.2f} ({_runs(runs)}), "
+                        f"{ours - means[best][0]:+.2f} against the best peer row ({best}, {_runs(means[best][1])})")
                 if base:
                     text += f", {ours - max(base.values()):+.2f} against the base's best pooling"
                 out.append(text)
     return out
+
+
+def _runs(count: int) -> str:
+    return f"{count} run" + ("s" if count != 1 else "")
 
 
 def _seed_mean(row: dict, split: str) -> tuple[float, int] | None:
