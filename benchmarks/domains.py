@@ -287,7 +287,8 @@ def reference_loop(domain: Domain, budget: float, out: Path, bf16: bool, lr: flo
                    max_steps: int | None = None) -> dict:
     """Unsupervised SimCSE as its paper's reference code does it: CLS, two dropout passes, in-batch
     negatives, temperature 0.05, AdamW; as many steps of 64 sentences as fit in ``budget`` seconds
-    (or exactly ``max_steps``: a seed repeat does the first run's work whatever the machine's load)."""
+    (or exactly ``max_steps``: a seed repeat does the first run's work whatever the machine's load). ``seed``
+    sets the dropout masks and the first pass's order; later passes reshuffle by step number, as the first run did."""
     import random
 
     import torch
