@@ -19,7 +19,7 @@ from tiny_models import make_tiny_model  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 # The suite writes tiny models, checkpoints and exports under pytest's temporary folder. On a full disk
-# those writes fail one by one and DataLoader workers can hang, so a CI run dies at its time limit
+# those writes fail one by one and a run can stall (seen in CI), so it dies at its time limit
 # instead of saying why: check the space once, up front (a whole run keeps about 1 GiB of temporary files).
 # LUSE_TEST_MIN_FREE_MB overrides the floor.
 MIN_FREE_MB = int(os.environ.get("LUSE_TEST_MIN_FREE_MB", "2048"))

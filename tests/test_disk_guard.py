@@ -1,5 +1,5 @@
 """The suite's up-front disk check (conftest.py): on a nearly full disk it stops at once with one line saying
-where and how much, instead of failing writes one by one and hanging until CI's time limit."""
+where and how much, instead of failing writes one by one and stalling until CI's time limit."""
 import os
 import subprocess
 import sys
