@@ -11,7 +11,8 @@ reads, so a run trains on it with no new code. The sentences are the ones the re
         views.paraphrases=OUT.jsonl
 
 (a sentence without a neighbour falls back to itself: a dropout copy). What it scored on validation:
-``results/domains_selection.md`` (session 11).
+``results/domains_selection.md`` (session 11; session 17 kept the dropout copy, ``views.dropout=1``, and added the
+neighbour as a second positive: also lower).
 """
 
 from __future__ import annotations
