@@ -85,6 +85,7 @@ DATA_DIR = ROOT.parent / "shared" / "data"
 EVAL_MAX_LENGTH = 64
 SCORE_TEST = True  # --dev-only: exploration reads the dev split alone (choices are made on it)
 PEER_BATCH, PEER_LR, TEMPERATURE = 64, 2e-5, 0.05
+PEER_ROWS = {"peer_fp32": False, "peer_bf16": True}  # the sentence-transformers peer rows -> trained in bf16
 
 
 # --- domains -------------------------------------------------------------------------------------
@@ -325,10 +326,15 @@ def reference_loop(domain: Domain, budget: float, out: Path, bf16: bool, lr: flo
     return {"steps": step, "seconds": round(spent, 1), "model_dir": out}
 
 
+def is_peer_row(row: str) -> bool:
+    """The rows luse is compared against: the sentence-transformers peers and the reference loop."""
+    return row in PEER_ROWS or row == "reference"
+
+
 def peer_seed(domain: Domain, rows: dict, seed: int, args, folder: Path) -> None:
     """The peer and reference rows again with ``seed``, at their first run's steps, listed in ``row["seeds"]``:
     the luse rows' seed spread (``luse_row``) compares its mean against theirs, not against one draw."""
-    for row in ("peer_fp32", "peer_bf16", "reference"):
+    for row in [*PEER_ROWS, "reference"]:
         first = rows.get(row)
         if row not in args.rows or not first or "scores" not in first:
             continue
@@ -339,7 +345,7 @@ def peer_seed(domain: Domain, rows: dict, seed: int, args, folder: Path) -> None
             model_dir = reference_loop(domain, math.inf, out, bf16=native_bf16(), seed=seed,
                                        max_steps=first["steps"])["model_dir"]
         else:
-            model_dir = train_peer(domain, first["steps"], row == "peer_bf16", out, [first["steps"]],
+            model_dir = train_peer(domain, first["steps"], PEER_ROWS[row], out, [first["steps"]],
                                    seed=seed)["points"][-1][2]
         first.setdefault("seeds", []).append({"seed": seed, "scores": score_dir(model_dir, domain, ["cls"])})
         print(f"  {row} seed {seed}", first["seeds"][-1]["scores"], flush=True)
@@ -477,7 +483,7 @@ def luse_row(domain: Domain, row: str, budget: float, corpus: Path, work: Path, 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--domains", nargs="+", default=["stsb-zh", "sohu-dd", "sohu-dc", "stsb-en"])
-    parser.add_argument("--rows", nargs="+", default=["base", "peer_fp32", "peer_bf16", "reference",
+    parser.add_argument("--rows", nargs="+", default=["base", *PEER_ROWS, "reference",
                                                        *LUSE_ROWS])
     parser.add_argument("--row", action="append", default=[], metavar="NAME=RECIPE:KEY=VALUE,...",
                         help="an extra luse row: a recipe and its overrides (repeatable)")
@@ -534,10 +540,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "base" in args.rows and "base" not in rows:
             rows["base"] = {"scores": score_dir(resolve_model(domain.base), domain, ["cls", "pooler", "mean"])}
             print("  base", rows["base"]["scores"], flush=True)
-        earlier_peers = [r["train_seconds"] for k, r in rows.items() if k.startswith("peer") and "train_seconds" in r]
+        earlier_peers = [r["train_seconds"] for k, r in rows.items() if k in PEER_ROWS and "train_seconds" in r]
         budget = min(filter(None, [args.budget, *earlier_peers]), default=None)
         snapshots = sorted({max(1, args.peer_steps // 4), args.peer_steps // 2, args.peer_steps})
-        for row, bf16 in (("peer_fp32", False), ("peer_bf16", True)):
+        for row, bf16 in PEER_ROWS.items():
             if row in args.rows and bf16 and not native_bf16():
                 rows[row] = {"skipped": "this CPU has no native bf16 (emulated bf16 is many times slower)"}
                 print(f"  {row}: skipped, no native bf16 on this CPU", flush=True)
@@ -583,7 +589,7 @@ def earlier_rows(results: Path | None, domain: str) -> dict:
     domains = json.loads(results.read_text(encoding="utf-8"))["domains"]
     if domain not in domains:
         raise SystemExit(f"{results}: no domain {domain!r} (it has {', '.join(domains)})")
-    return {k: r for k, r in domains[domain]["rows"].items() if k in ("base", "reference") or k.startswith("peer")}
+    return {k: r for k, r in domains[domain]["rows"].items() if k == "base" or is_peer_row(k)}
 
 
 def merge(files: Sequence[Path], name: str) -> int:
@@ -643,7 +649,7 @@ def _verdicts(rows: dict) -> list[str]:
     for split in ("dev", "test"):
         ours = headline(luse, split)
         peers = [headline(r, split) for k, r in rows.items()
-                 if (k.startswith("peer") or k == "reference") and "scores" in r]
+                 if is_peer_row(k) and "scores" in r]
         peers = [p for p in peers if p is not None]
         base = rows.get("base", {}).get("scores", {}).get(split)
         if ours is None or not peers:
@@ -658,7 +664,7 @@ def _verdicts(rows: dict) -> list[str]:
         means = {k: _seed_mean(r, split) for k, r in rows.items()}
         if any(len(r.get("seeds", [])) for r in rows.values()) and means["luse_pretrain"]:
             ours, runs = means["luse_pretrain"]
-            best = max((k for k in means if (k.startswith("peer") or k == "reference") and means[k]),
+            best = max((k for k in means if is_peer_row(k) and means[k]),
                        key=lambda k: means[k][0], default=None)
             if best:
                 text = (f"- {split}, means over seeds: luse_pretrain {ours:.2f} ({_runs(runs)}), "
