@@ -37,6 +37,9 @@ class ModelConfig:
     # Dropout masks drawn 64 bits at a time on CPUs (luse/model/dropout.py): same distribution, cheaper
     # (benchmarks/results/throughput.md, --explore).
     fast_dropout: bool = True
+    # The rate of every dropout in the backbone while training: the noise that makes a dropout view differ
+    # from its sentence. None: the base's own (its config's). The export's config keeps the base's values.
+    dropout: float | None = None
     # With pooling=mean: export one more, fixed layer whose [CLS] output is the mean (luse/model/mean_layer.py),
     # so the served vector is still plain BertModel(...)[0][:, 0].
     export_as_cls: bool = False
@@ -359,6 +362,8 @@ def validate(config: TrainConfig) -> None:
             raise InputError("config", f"{key} >= 1", value)
     if config.model.export_as_cls and config.model.pooling not in ("mean", "cls"):
         raise InputError("config", "model.pooling=mean with model.export_as_cls=true", config.model.pooling)
+    if config.model.dropout is not None and not 0 <= config.model.dropout < 1:
+        raise InputError("config", "model.dropout in [0, 1), or null for the base's own", config.model.dropout)
     if config.model.chunk_rows < 0:
         raise InputError("config", "model.chunk_rows >= 0 (0: no chunks)", config.model.chunk_rows)
     if config.max_steps < 0 or config.epochs < 1 and config.max_steps == 0:

@@ -27,6 +27,8 @@ def test_defaults_then_yaml_then_overrides(tmp_path):
     ("model.pooling=max", "model.pooling to be one of"),
     ("loss.temperature=0", "loss.temperature > 0"),
     ("batch_size=0", "batch_size >= 1"),
+    ("model.dropout=1", "model.dropout in [0, 1)"),
+    ("model.dropout=-0.1", "model.dropout in [0, 1)"),
 ])
 def test_bad_overrides_name_the_key(override, fragment):
     with pytest.raises(InputError) as err:

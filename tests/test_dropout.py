@@ -104,3 +104,37 @@ def test_encoder_swaps_its_dropout_unless_told_not_to(tiny_bert):
 
     assert kinds(SentenceEncoder.from_pretrained(str(tiny_bert))) == {"FastDropout"}
     assert kinds(SentenceEncoder.from_pretrained(str(tiny_bert), fast_dropout=False)) == {"Dropout"}
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_model_dropout_sets_every_rate_attention_included(tiny_bert, fast):
+    """``model.dropout=0`` must silence every dropout, the attention's too (BERT's attention reads its
+    module's ``p``): two train-mode passes then give the same vectors. At the base's own rate they differ.
+    The config (what an export writes) keeps the base's rates."""
+    from luse.model.encoder import SentenceEncoder
+
+    texts = ["a short one", "another sentence here"]
+
+    def two_passes(encoder):
+        encoder.train()
+        batch = encoder.tokenize(texts)
+        torch.manual_seed(0)
+        return encoder(**batch), encoder(**batch)
+
+    base = SentenceEncoder.from_pretrained(str(tiny_bert), fast_dropout=fast)
+    assert not torch.allclose(*two_passes(base))
+    silent = SentenceEncoder.from_pretrained(str(tiny_bert), fast_dropout=fast, dropout=0.0)
+    torch.testing.assert_close(*two_passes(silent))
+    rates = {m.p for m in silent.backbone.modules() if isinstance(m, nn.Dropout)}
+    assert rates == {0.0}
+    assert silent.backbone.config.hidden_dropout_prob == base.backbone.config.hidden_dropout_prob > 0
+    assert silent.backbone.config.attention_probs_dropout_prob > 0
+
+
+def test_set_dropout_rejects_rates_outside_0_1():
+    from luse.model.dropout import set_dropout
+
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        set_dropout(nn.Sequential(nn.Dropout(0.1)), 1.0)
+    model = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.1), nn.Sequential(nn.Dropout(0.2)))
+    assert set_dropout(model, 0.3) == 2 and {m.p for m in model.modules() if isinstance(m, nn.Dropout)} == {0.3}

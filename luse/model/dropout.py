@@ -73,6 +73,17 @@ class FastDropout(nn.Dropout):
         return dropout(x, self.p, self.training)
 
 
+def set_dropout(model: nn.Module, p: float) -> int:
+    """Set the rate of every ``nn.Dropout`` in ``model`` (attention dropout included: BERT's attention
+    reads its module's ``p``) to ``p``, in place; the model's config is left as it was. Returns how many."""
+    if not 0 <= p < 1:
+        raise ValueError(f"dropout rate must be in [0, 1), got {p}")
+    modules = [m for m in model.modules() if isinstance(m, nn.Dropout)]
+    for module in modules:
+        module.p = p
+    return len(modules)
+
+
 def use_fast_dropout(model: nn.Module) -> int:
     """Swap every plain ``nn.Dropout`` in ``model`` for a :class:`FastDropout` with the same ``p``
     (in place: dropout holds no weights, so checkpoints are unchanged). Returns how many."""

@@ -29,7 +29,7 @@ from torch import nn
 
 from luse.config import ModelConfig
 from luse.io import resolve_model
-from luse.model.dropout import use_fast_dropout
+from luse.model.dropout import set_dropout, use_fast_dropout
 from luse.model.fastpath import bert_forward, length_chunks, supports_fast_forward
 
 POOLINGS = ("pooler", "cls", "mean", "first_last_avg")
@@ -72,7 +72,8 @@ class SentenceEncoder(nn.Module):
 
     def __init__(self, backbone: nn.Module, tokenizer, pooling: str = DEFAULT_POOLING,
                  mlp: bool = False, max_length: int = 64, chunk_rows: int = DEFAULT_CHUNK_ROWS,
-                 cls_only: bool = True, unpad: bool = True, fast_dropout: bool = True):
+                 cls_only: bool = True, unpad: bool = True, fast_dropout: bool = True,
+                 dropout: float | None = None):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; expected one of {', '.join(POOLINGS)}")
@@ -85,6 +86,8 @@ class SentenceEncoder(nn.Module):
         self.cls_only = cls_only and fast
         self.unpad = unpad and fast
         self.fast_dropout = fast_dropout
+        if dropout is not None:
+            set_dropout(backbone, dropout)
         if fast_dropout:
             use_fast_dropout(backbone)
         hidden = backbone.config.hidden_size
@@ -109,7 +112,8 @@ class SentenceEncoder(nn.Module):
     def from_pretrained(cls, name_or_path: str, pooling: str = DEFAULT_POOLING, mlp: bool = False,
                         max_length: int = 64, attn_implementation: str | None = "sdpa",
                         chunk_rows: int = DEFAULT_CHUNK_ROWS, cls_only: bool = True,
-                        unpad: bool = True, fast_dropout: bool = True) -> SentenceEncoder:
+                        unpad: bool = True, fast_dropout: bool = True,
+                        dropout: float | None = None) -> SentenceEncoder:
         """Load a local directory or hub name (``m3e-small`` is the offline built-in)."""
         from transformers import AutoModel, AutoTokenizer
 
@@ -121,7 +125,8 @@ class SentenceEncoder(nn.Module):
         except (ValueError, ImportError):  # architectures without SDPA support fall back to eager
             backbone = AutoModel.from_pretrained(path)
         return cls(backbone, tokenizer, pooling=pooling, mlp=mlp, max_length=max_length,
-                   chunk_rows=chunk_rows, cls_only=cls_only, unpad=unpad, fast_dropout=fast_dropout)
+                   chunk_rows=chunk_rows, cls_only=cls_only, unpad=unpad, fast_dropout=fast_dropout,
+                   dropout=dropout)
 
     @property
     def hidden_size(self) -> int:
@@ -207,4 +212,5 @@ def encoder_from_config(model: ModelConfig) -> SentenceEncoder:
                                            max_length=model.max_length,
                                            attn_implementation=model.attn_implementation,
                                            chunk_rows=model.chunk_rows, cls_only=model.cls_only,
-                                           unpad=model.unpad, fast_dropout=model.fast_dropout)
+                                           unpad=model.unpad, fast_dropout=model.fast_dropout,
+                                           dropout=model.dropout)
