@@ -32,7 +32,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
-NOT_BENCHMARKS = {"common.py", "run_all.py"}
+# Helpers, not benchmarks: they write no results file and need arguments (a corpus, a domain and its steps).
+NOT_BENCHMARKS = {"common.py", "run_all.py", "neighbour_views.py", "screen.py"}
 QUICK_FLAGS = ("--quick", "--smoke", "--small")
 
 #: The smallest useful sizes of benchmarks that have no quick flag: ``(flag, value)`` pairs.

@@ -8,7 +8,7 @@ them, so the sum is what the run really holds (RSS would count a forked worker's
 ``--luse-root DIR`` runs another checkout's recipe and ``luse`` (``git worktree add DIR COMMIT``), to set a
 change against the code before it in the same session.
 
-    python benchmarks/run_memory.py --corpus FILE --steps 75 --threads 1 [--luse-root DIR] [key=value ...]
+    python benchmarks/run_memory.py [--corpus FILE] --steps 75 --threads 1 [--luse-root DIR] [key=value ...]
 
 Results: ``benchmarks/results/run_memory.{md,json}`` (``--results-name``).
 """
@@ -66,7 +66,8 @@ def measure(root: Path, recipe: str, overrides: list[str], every: float) -> dict
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--corpus", type=Path, required=True)
+    parser.add_argument("--corpus", default="peoples-daily",
+                        help="a corpus file (default: the recipes' built-in People's Daily)")
     parser.add_argument("--recipe", default="pretrain_luse")
     parser.add_argument("--steps", type=int, default=75)
     parser.add_argument("--threads", type=int, default=1)
@@ -75,8 +76,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="also measure this checkout (repeatable); this one is always measured")
     parser.add_argument("--results-name", default="run_memory")
     parser.add_argument("--no-save", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 10 steps")
     args, overrides = parser.parse_known_args(argv)
-    overrides = [f"data.corpus=[{args.corpus.resolve()}]", f"max_steps={args.steps}", f"threads={args.threads}",
+    if args.quick:
+        args.steps = 10
+    corpus = Path(args.corpus).resolve() if Path(args.corpus).exists() else args.corpus  # a file, or an alias
+    overrides = [f"data.corpus=[{corpus}]", f"max_steps={args.steps}", f"threads={args.threads}",
                  "save_every=0", *overrides]
     started, machine = time.strftime("%Y-%m-%d %H:%M"), common.machine_info()
     rows = {}
