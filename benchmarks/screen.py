@@ -95,13 +95,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--steps must be >= 1")
     domain = bench.load_domains([args.domain], args.data_dir, None)[0]
     work = args.work or Path(tempfile.mkdtemp(prefix="luse-screen-"))
+    started = time.strftime("%Y-%m-%d %H:%M")
     try:
         result = screen(domain, args.steps, list(args.overrides), work, corpus=args.corpus, split=args.split,
                         save_every=args.save_every)
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
-    result = {"tag": args.tag, "date": time.strftime("%Y-%m-%d %H:%M"), **result, "machine": common.machine_info()}
+    result = {"tag": args.tag, "started": started, **result, "machine": common.machine_info()}
     line = json.dumps(result, ensure_ascii=False)
     print(line)
     if args.results:
