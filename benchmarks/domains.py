@@ -48,6 +48,10 @@ Run::
     python benchmarks/domains.py --domains stsb-zh --dev-only --rows base peer_fp32 \
         --row "mine=pretrain_luse:loss.anchor_weight=30,views.eda=0"   # a candidate, scored on dev only
 
+``--corpus own`` trains every row on the scored texts alone (the dev split's, whose test split is then not
+scored; SOHU's corpus already is its test texts): a corpus of a few thousand texts seen many times, as a
+user's small domain file is.
+
 ``--threads N`` pins every row to N threads (two single-thread runs can then share a 2-core machine
 without oversubscription); ``--budget S`` reuses a peer time measured earlier instead of training the peer, and
 ``--peers-from RESULTS.json`` takes each domain's base, peer and reference-loop rows, and so its budget, from an
@@ -154,6 +158,14 @@ def load_domains(names: Sequence[str], data_dir: Path, limit: int | None) -> lis
         else:
             raise SystemExit(f"unknown domain {name!r}")
     return domains
+
+
+def own_texts(domain: Domain) -> Domain:
+    """The domain with its scored texts alone as the corpus: the dev split's where it has one (its test is then
+    not read: those texts were trained on), else the test split's (SOHU's corpus already is)."""
+    if domain.dev is None:
+        return Domain(domain.name, domain.base, distinct(domain.test), None, domain.test, "corpus: the test texts")
+    return Domain(domain.name, domain.base, distinct(domain.dev), domain.dev, None, "corpus: the dev texts")
 
 
 def _cut(pairs: StsSet | None, limit: int | None) -> StsSet | None:
@@ -496,6 +508,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-double", dest="double", action="store_false")
     parser.add_argument("--seeds", nargs="+", type=int, default=[], metavar="SEED",
                         help="also train each luse row (N and 2N steps) and each peer and reference row with these seeds")
+    parser.add_argument("--corpus", choices=["full", "own"], default="full",
+                        help="own: every row trains on the scored texts alone (dev where there is one), "
+                             "a small corpus seen many times")
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
     parser.add_argument("--pairs-limit", type=int, default=None)
     parser.add_argument("--work", type=Path, default=None, help="keep models here (default: a temp dir)")
@@ -517,6 +532,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quick:
         args.peer_steps, args.calibration_steps, args.pairs_limit = 4, 2, 50
     domains = load_domains(args.domains, args.data_dir, args.pairs_limit)
+    if args.corpus == "own":
+        domains = [own_texts(domain) for domain in domains]
     global SCORE_TEST
     SCORE_TEST = not args.dev_only
     if args.threads:

@@ -135,3 +135,15 @@ def test_reference_loop_runs_exactly_max_steps_and_its_seed_matters(domains, tin
     assert [r["steps"] for r in runs] == [3, 3, 3]
     weights = [(r["model_dir"] / "model.safetensors").read_bytes() for r in runs]
     assert weights[0] == weights[1] != weights[2]
+
+
+def test_own_corpus_is_the_scored_texts_and_hides_the_test_split(domains):
+    from luse.data.sts import StsSet
+
+    dev = StsSet("dev", SENTENCES[:3], SENTENCES[3:6], [1.0, 2.0, 3.0])
+    test = StsSet("test", SENTENCES[6:], SENTENCES[:2], [0.0, 4.0])
+    domain = domains.Domain("d", "base", ["some other corpus sentence"], dev, test)
+    own = domains.own_texts(domain)
+    assert sorted(own.corpus) == sorted(SENTENCES[:6]) and own.dev is dev and own.test is None  # trained on: never scored as test
+    without_dev = domains.own_texts(domains.Domain("s", "base", [], None, test))
+    assert sorted(without_dev.corpus) == sorted(SENTENCES[6:] + SENTENCES[:2]) and without_dev.test is test
