@@ -7,7 +7,7 @@ the domain's dev split, read as ``domains.py`` reads it (plain transformers, the
 The rules and results of the screens are in ``results/domains_selection.md``; this script only measures.
 
 ``--corpus own`` trains on the scored split's own texts instead of the domain's corpus: the regime of SOHU
-and of the issue's held-out domains (a corpus of a few thousand sentences, seen many times in the budget).
+and of a small domain file (a few thousand texts, each seen many times in the budget).
 ``--split test`` scores the test split, for domains without a dev split (SOHU): those scores are reports, never
 choices.
 
