@@ -7,18 +7,13 @@ import subprocess
 
 import pytest
 from conftest import benchmark_module
-
-SENTENCES = ["今天天气很好我们去公园散步", "他在图书馆里安静地看书", "这家餐厅的菜味道非常不错", "我明天要坐火车去北京出差",
-             "孩子们在操场上踢足球", "她每天早上都喝一杯咖啡", "这本小说的结局让人意外", "银行今天下午三点关门"]
+from tiny_models import SENTENCES, TINY_RUN
 
 
 @pytest.fixture(scope="module")
 def domains():
     return benchmark_module("domains")
 
-
-TINY = ["batch_size=4", "data.min_chars=2", "data.shuffle_buffer=4", "model.max_length=16", "eval.every=0",
-        "data.num_workers=0", "threads=1"]
 
 
 def test_a_killed_run_resumes_from_its_last_checkpoint(domains, tiny_bert, tmp_path, monkeypatch):
@@ -40,7 +35,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(domains, tiny_bert, tmp_p
         return subprocess.CompletedProcess(command, -9)
 
     monkeypatch.setattr(domains.subprocess, "run", killed_after_step_2)
-    result = domains.run_luse("pretrain_luse", TINY, corpus, str(tiny_bert), 4, out, save_every=1)
+    result = domains.run_luse("pretrain_luse", TINY_RUN, corpus, str(tiny_bert), 4, out, save_every=1)
     assert len(calls) == 2 and "resume=latest" not in calls[0] and calls[1][-1] == "resume=latest"
     assert result["killed"] == [-9] and result["train_seconds"] is None  # the time of the killed part is unknown
     info = json.loads((out / "final" / "luse.json").read_text(encoding="utf-8"))

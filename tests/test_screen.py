@@ -5,13 +5,11 @@ import json
 
 import pytest
 from conftest import benchmark_module
+from tiny_models import SENTENCES, TINY_RUN
 
 from luse.data.sts import StsSet
 
-SENTENCES = ["今天天气很好我们去公园散步", "他在图书馆里安静地看书", "这家餐厅的菜味道非常不错", "我明天要坐火车去北京出差",
-             "孩子们在操场上踢足球", "她每天早上都喝一杯咖啡", "这本小说的结局让人意外", "银行今天下午三点关门"]
-TINY = ["batch_size=4", "data.min_chars=2", "data.shuffle_buffer=4", "model.max_length=16", "eval.every=0",
-        "data.num_workers=0", "threads=1", "model.pooling=cls", "model.export_as_cls=false", "loss.anchor_weight=0"]
+TINY = [*TINY_RUN, "model.pooling=cls", "model.export_as_cls=false", "loss.anchor_weight=0"]
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,13 @@ from pathlib import Path
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
+# A domain's worth of distinct sentences and the overrides that train a recipe on them in seconds
+# (benchmarks/domains.py and screen.py run the real recipe in a subprocess).
+SENTENCES = ["今天天气很好我们去公园散步", "他在图书馆里安静地看书", "这家餐厅的菜味道非常不错", "我明天要坐火车去北京出差",
+             "孩子们在操场上踢足球", "她每天早上都喝一杯咖啡", "这本小说的结局让人意外", "银行今天下午三点关门"]
+TINY_RUN = ["batch_size=4", "data.min_chars=2", "data.shuffle_buffer=4", "model.max_length=16", "eval.every=0",
+            "data.num_workers=0", "threads=1"]
+
 
 def write_vocab(path: Path) -> Path:
     """Special tokens, ASCII, punctuation and every CJK unified ideograph (character-level Chinese)."""
